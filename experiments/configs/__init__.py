@@ -1,0 +1,62 @@
+"""Experiment configs: pydantic models importable without torch.
+
+The API validates requests against these classes, so they live apart from the PyTorch code
+of each experiment (`experiments/<name>.py` imports its config from here). Every numeric field
+is bounded so that one request cannot take the server down.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+OptimizerName = Literal["sgd", "momentum", "adam", "rmsprop"]
+DatasetName = Literal["mnist", "cifar10"]
+TargetName = Literal["sinc", "sign", "exp_sin2", "sin_linear", "five_sin"]
+ActivationName = Literal["relu", "tanh", "sigmoid"]
+
+Epochs = Annotated[int, Field(ge=1, le=100_000)]
+Steps = Annotated[int, Field(ge=1, le=1_000_000)]
+BatchSize = Annotated[int, Field(ge=1, le=100_000)]
+LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
+Width = Annotated[int, Field(ge=1, le=8192)]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+TrainSubset = Annotated[int, Field(ge=10, le=60_000, description="first N training examples")]
+TestSubset = Annotated[int, Field(ge=10, le=10_000, description="first N test examples")]
+
+class ExperimentConfig(BaseModel):
+    """Fields every experiment shares: the seed and the device."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    seed: Seed = Field(0, description="seed of every random choice")
+    device: DeviceName = Field("auto", description="auto = cuda when available, else cpu")
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+
+def build_config(cls: type[ExperimentConfig], preset: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Defaults, then the preset's values, then the caller's overrides — validated once."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in cls.PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {sorted(cls.PRESETS)}")
+        values.update(cls.PRESETS[preset])
+    values.update(overrides or {})
+    return cls.model_validate(values)
+
+
+def flatten(config: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → {"a.b": value}, the form MLflow params take."""
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

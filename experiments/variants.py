@@ -1,0 +1,88 @@
+"""Variants of an experiment as MLflow child runs: build, train, log, summarise.
+
+Most experiments compare a few models (widths, seeds, batch sizes …); each is a child run that
+carries its own settings as params, its metric history, its final metrics and its status
+(`diverged` with the step, `converged`, `stopped`). Same-shape variants with the same data and
+schedule train together as one `vmap` ensemble.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from experiments.context import RunContext
+from experiments.data import Split
+from experiments.models import count_params
+from experiments.tracking import Run, Tracker
+from experiments.train import EvalEvent, ModelResult, TrainSpec, seeded, train
+
+
+@dataclass
+class Variant:
+    name: str
+    build: Callable[[], nn.Module]
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    variant: Variant
+    run: Run
+    model: nn.Module
+    result: ModelResult
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The metrics of the last evaluation before the model stopped."""
+        last = self.result.history[-1] if self.result.history else {}
+        return {k: v for k, v in last.items() if k not in ("epoch", "step", "x")}
+
+    def series(self, key: str) -> tuple[list[float], list[float]]:
+        """(x, values) of one metric over the evaluations; x is the epoch (or step)."""
+        rows = [r for r in self.result.history if key in r]
+        return [r["x"] for r in rows], [r[key] for r in rows]
+
+
+def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant], data: Split,
+                 spec: TrainSpec, *, evals: Mapping[str, Split] | None = None,
+                 together: bool = False,
+                 on_eval: Callable[[EvalEvent], Any] | None = None) -> list[Outcome]:
+    """Train each variant (all at once when `together`), one child run each."""
+    device = data.x.device
+    groups = [list(variants)] if together else [[v] for v in variants]
+    outcomes: list[Outcome] = []
+    for index, group in enumerate(groups):
+        models = [seeded(v.build, [v.seed], device)[0] for v in group]
+        runs = [tracker.child(v.name, {"n_params": count_params(m), "seed": v.seed, **v.params})
+                for v, m in zip(group, models)]
+        label = group[0].name if len(group) == 1 else f"{len(group)} models together"
+        ctx.begin(label, index, len(groups))
+
+        def sink(model: int, x: int, metrics: dict[str, float], runs: list[Run] = runs) -> None:
+            runs[model].log(metrics, step=x)
+
+        results = train(models, data, spec, seeds=[v.seed for v in group], evals=evals, ctx=ctx,
+                        sink=sink, on_eval=on_eval)
+        for variant, run, model, result in zip(group, runs, models, results):
+            for row in result.history:
+                row["x"] = row["epoch"] if spec.eval_unit == "epoch" else row["step"]
+            tags: dict[str, Any] = {"status": result.status}
+            if result.status == "diverged":
+                tags["diverged"] = "true"
+                tags["diverged_step"] = result.stop_step
+            run.tags(tags)
+            outcome = Outcome(variant, run, model, result)
+            run.summary({**{f"final_{k}": v for k, v in outcome.final.items()},
+                         "steps_trained": result.stop_step or 0})
+            outcomes.append(outcome)
+    return outcomes
+
+
+def series(outcomes: Sequence[Outcome], key: str) -> dict[str, tuple[list[float], list[float]]]:
+    """{variant name: (x, values)} of one metric, the form `plots.lines` takes."""
+    return {o.variant.name: o.series(key) for o in outcomes}

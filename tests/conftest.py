@@ -1,0 +1,31 @@
+"""Shared fixtures: a real MLflow store in a temp dir, and real MNIST when it is available."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("PHENOLAB_TEST_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite MLflow store (and mlruns/ home) for this test; returns its URI."""
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir()
+    monkeypatch.setenv("PHENOLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def mnist_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real MNIST (torchvision layout); the test is skipped when it is not on this machine."""
+    raw = SHARED_DATA / "MNIST" / "raw"
+    if not (raw / "train-images-idx3-ubyte").exists():
+        pytest.skip(f"real MNIST not found at {raw} (set PHENOLAB_TEST_DATA_DIR)")
+    monkeypatch.setenv("PHENOLAB_DATA_DIR", str(SHARED_DATA))
+    return SHARED_DATA
