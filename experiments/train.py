@@ -34,7 +34,9 @@ class TrainSpec:
     `max_steps`; evaluation happens every `eval_every` epochs (or steps with
     `eval_unit="step"`). `converge_tol` enables the convergence rule for long fits: a model
     stops when its training loss has not improved by that relative amount over
-    `converge_patience` evaluations."""
+    `converge_patience` evaluations. `lr_scale` gives model i the learning rate
+    `lr * lr_scale[i]` by scaling its loss before the backward pass: exact for the linear
+    optimizers (sgd, momentum), so the adaptive ones reject it."""
 
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -49,6 +51,7 @@ class TrainSpec:
     converge_patience: int = 20
     momentum: float = 0.9
     eval_chunk: int = 8192
+    lr_scale: list[float] | None = None
 
 
 @dataclass
@@ -193,6 +196,7 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
     ctx = ctx or RunContext()
     evals = evals or {}
     device = data.x.device
+    scale = _lr_scale(spec, len(models), device)
     stack = ModelStack(models)
     optimizer = make_optimizer(spec.optimizer, stack.params.values(), spec.lr, spec.momentum)
     results = [ModelResult() for _ in models]
@@ -214,7 +218,7 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
     step = 0
 
     def evaluate(epoch: int) -> None:
-        nonlocal optimizer, since, running, running_acc, first_bad, active
+        nonlocal optimizer, since, running, running_acc, first_bad, active, scale
         x = epoch if spec.eval_unit == "epoch" else step
         values: dict[str, Tensor] = {"train_loss": running / max(since, 1)}
         if spec.loss == "cross_entropy":
@@ -269,6 +273,7 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
             if active:
                 optimizer = stack.keep(rows, optimizer, spec)
                 first_bad = first_bad[rows]
+                scale = scale if scale is None else scale[rows]
         running = torch.zeros(len(active), device=device)
         running_acc = torch.zeros(len(active), device=device)
         since = 0
@@ -290,7 +295,7 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
             out = stack.forward(xb)
             losses = per_model_loss(spec.loss, out, yb)
             optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
+            (losses if scale is None else losses * scale).sum().backward()
             optimizer.step()
             step += 1
             detached = losses.detach()
@@ -302,7 +307,8 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
                                     step, first_bad)
             if spec.record_steps:
                 records["step_loss"].append(detached)
-                records["grad_norm"].append(grad_norms(stack.params))
+                norms = grad_norms(stack.params)
+                records["grad_norm"].append(norms if scale is None else norms / scale)
             if step >= max_steps:
                 break
             if spec.eval_unit == "step" and step % spec.eval_every == 0:
@@ -316,6 +322,23 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
         _write_back(models[model], stack.state_dict(row))
         results[model].stop_step = step
     return results
+
+
+def epochs_for(steps: int, n: int, batch_size: int | None) -> int:
+    """Epochs that hold `steps` steps of `batch_size` (None = full batch) over `n` examples:
+    with `max_steps=steps`, a budget in steps rather than epochs."""
+    return math.ceil(steps / math.ceil(n / min(batch_size or n, n)))
+
+
+def _lr_scale(spec: TrainSpec, n_models: int, device: torch.device) -> Tensor | None:
+    """The per-model learning-rate multipliers as a device tensor, checked against the spec."""
+    if spec.lr_scale is None:
+        return None
+    if spec.optimizer not in ("sgd", "momentum"):
+        raise ValueError(f"lr_scale needs a linear optimizer (sgd, momentum), not {spec.optimizer!r}")
+    if len(spec.lr_scale) != n_models:
+        raise ValueError(f"lr_scale has {len(spec.lr_scale)} entries for {n_models} models")
+    return torch.tensor(spec.lr_scale, dtype=torch.float32, device=device)
 
 
 def _write_back(model: nn.Module, state: Params) -> None:
