@@ -93,8 +93,9 @@ def _load_cpu(name: str, root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         try:
             _download(name, root)
         except Exception as error:
+            reason = [line for line in str(error).splitlines() if line.strip()][-1:] or [""]
             raise DatasetUnavailable(
-                f"{name} is not in {root} and could not be downloaded ({error}); expected "
+                f"{name} is not in {root} and could not be downloaded ({reason[0].strip()}); expected "
                 f"{root}/{EXPECTED_FILES[name]} — set PHENOLAB_DATA_DIR to a directory holding "
                 "them") from None
         xs = [_torchvision_split(name, root, train) for train in (True, False)]
