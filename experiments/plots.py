@@ -68,18 +68,24 @@ def predictions(x: Sequence[float], truth: Sequence[float],
 
 
 def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]],
-              right: tuple[str, Sequence[float]], *, xlabel: str, left_label: str,
-              title: str, logx: bool = False) -> Figure:
-    """Several curves on the left axis against one on a second y axis (e.g. sensitivity)."""
+              right: tuple[str, Sequence[float]] | Mapping[str, Sequence[float]], *, xlabel: str,
+              left_label: str, title: str, logx: bool = False, logy: bool = False,
+              right_label: str | None = None) -> Figure:
+    """Several curves on the left axis (log scale with `logy`) against one — `(label, y)` — or
+    several — `{label: y}`, axis named `right_label` — on a second y axis (e.g. sensitivity)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, y in left.items():
         ax.plot(x, y, "o-", label=label)
     ax.set(xlabel=xlabel, ylabel=left_label, title=title)
     if logx:
         ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
     other = ax.twinx()
-    other.plot(x, right[1], "s--", color="tab:red", label=right[0])
-    other.set_ylabel(right[0], color="tab:red")
+    rights = dict([right]) if isinstance(right, tuple) else right
+    for (label, y), style in zip(rights.items(), ("s--", "^:", "v-.", "d--")):
+        other.plot(x, y, style, color="tab:red", label=label)
+    other.set_ylabel(right_label or next(iter(rights)), color="tab:red")
     handles = ax.get_legend_handles_labels()
     extra = other.get_legend_handles_labels()
     ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8)

@@ -27,6 +27,7 @@ class Variant:
     build: Callable[[], nn.Module]
     seed: int
     params: dict[str, Any] = field(default_factory=dict)
+    spec: TrainSpec | None = None  # this variant's own schedule (e.g. batch size), else the shared one
 
 
 @dataclass
@@ -52,25 +53,35 @@ def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant],
                  spec: TrainSpec, *, evals: Mapping[str, Split] | None = None,
                  together: bool = False,
                  on_eval: Callable[[EvalEvent], Any] | None = None) -> list[Outcome]:
-    """Train each variant (all at once when `together`), one child run each."""
+    """Train each variant (all at once when `together`; variants with their own `spec` train
+    together per equal spec), one child run each."""
     device = data.x.device
     groups = [list(variants)] if together else [[v] for v in variants]
+    if together and any(v.spec for v in variants):  # one ensemble per distinct schedule
+        groups = []
+        for v in variants:
+            same = next((g for g in groups if g[0].spec == v.spec), None)
+            if same is None:
+                groups.append([v])
+            else:
+                same.append(v)
     outcomes: list[Outcome] = []
     for index, group in enumerate(groups):
         models = [seeded(v.build, [v.seed], device)[0] for v in group]
         runs = [tracker.child(v.name, {"n_params": count_params(m), "seed": v.seed, **v.params})
                 for v, m in zip(group, models)]
         label = group[0].name if len(group) == 1 else f"{len(group)} models together"
+        group_spec = group[0].spec or spec  # a group trained together shares one schedule
         ctx.begin(label, index, len(groups))
 
         def sink(model: int, x: int, metrics: dict[str, float], runs: list[Run] = runs) -> None:
             runs[model].log(metrics, step=x)
 
-        results = train(models, data, spec, seeds=[v.seed for v in group], evals=evals, ctx=ctx,
+        results = train(models, data, group_spec, seeds=[v.seed for v in group], evals=evals, ctx=ctx,
                         sink=sink, on_eval=on_eval)
         for variant, run, model, result in zip(group, runs, models, results):
             for row in result.history:
-                row["x"] = row["epoch"] if spec.eval_unit == "epoch" else row["step"]
+                row["x"] = row["epoch"] if group_spec.eval_unit == "epoch" else row["step"]
             tags: dict[str, Any] = {"status": result.status}
             if result.status == "diverged":
                 tags["diverged"] = "true"

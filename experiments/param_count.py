@@ -1,0 +1,42 @@
+"""HW1-3 Generalization: number of parameters vs generalization.
+
+One family of MLPs at widths spread over orders of magnitude in parameter count, all trained
+the same way; the final train and test loss and accuracy against the number of parameters show
+how the generalisation gap moves as the models grow.
+"""
+
+from __future__ import annotations
+
+from experiments import plots
+from experiments.configs.param_count import Config
+from experiments.context import RunContext
+from experiments.data import load_dataset
+from experiments.models import count_params, mlp
+from experiments.tracking import Tracker
+from experiments.train import TrainSpec
+from experiments.variants import Variant, run_variants
+
+
+def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
+    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    in_dim = data.train.x[0].numel()
+    variants = [Variant(f"width-{w}", lambda w=w: mlp(in_dim, [w] * config.depth, data.n_classes),
+                        config.seed, {"width": w, "depth": config.depth})
+                for w in sorted(config.widths)]
+    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
+                     epochs=config.epochs)
+    # "train" at each epoch's end weights, so the final train loss is the final model's
+    outcomes = run_variants(tracker, ctx, variants, data.train, spec,
+                            evals={"train": data.train, "test": data.test})
+
+    n_params = [count_params(o.model) for o in outcomes]
+    for metric in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        # on the parent, step = number of parameters: MLflow charts the metric against it
+        tracker.log_series(f"{metric}_by_params", [o.final[metric] for o in outcomes], n_params)
+    for metric, label, logy in (("loss", "cross-entropy", True), ("acc", "accuracy", False)):
+        curves = {s: (n_params, [o.final[f"{s}_{metric}"] for o in outcomes])
+                  for s in ("train", "test")}
+        tracker.figure(plots.lines(curves, xlabel="number of parameters", ylabel=label, logx=True,
+                                   logy=logy, title=f"{config.dataset}: {label} vs #parameters"),
+                       "accuracy_vs_params" if metric == "acc" else "loss_vs_params")
+    tracker.summary({"min_params": min(n_params), "max_params": max(n_params)})

@@ -1,0 +1,62 @@
+"""HW1-3 Generalization: can a network fit random labels?
+
+Shuffle the training labels before training and train the course MLP on them: the training
+loss still falls to near zero — the network memorises — while the test accuracy stays at
+chance, because there is nothing left to generalise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from experiments import plots
+from experiments.configs.random_labels import Config
+from experiments.context import RunContext
+from experiments.data import Split, load_dataset
+from experiments.models import mlp
+from experiments.tracking import Tracker
+from experiments.train import TrainSpec
+from experiments.variants import Variant, run_variants
+
+
+def shuffle_labels(y: Tensor, fraction: float, seed: int) -> Tensor:
+    """A copy of `y` in which round(fraction·n) labels, chosen at random, are permuted among
+    themselves (seeded): class counts stay, their pairing with the inputs is random."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(y)
+    chosen = torch.randperm(n, generator=generator)[:round(fraction * n)]
+    permuted = chosen[torch.randperm(len(chosen), generator=generator)]
+    shuffled = y.clone()
+    shuffled[chosen.to(y.device)] = y[permuted.to(y.device)]
+    return shuffled
+
+
+def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
+    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    labels = shuffle_labels(data.train.y, config.fraction, config.seed)
+    train = Split(data.train.x, labels)
+    in_dim = data.train.x[0].numel()
+    name = f"mlp-{'x'.join(map(str, config.hidden))}"
+    variant = Variant(name, lambda: mlp(in_dim, config.hidden, data.n_classes), config.seed,
+                      {"hidden": config.hidden, "fraction": config.fraction})
+    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
+                     epochs=config.epochs)
+    # "train" is evaluated at each epoch's end weights on the shuffled labels (overriding the
+    # running mini-batch mean), "test" on the true test labels
+    (outcome,) = run_variants(tracker, ctx, [variant], train, spec,
+                              evals={"train": train, "test": data.test})
+
+    title = f"{config.dataset}, {config.fraction:.0%} of labels shuffled"
+    tracker.figure(plots.lines({s: outcome.series(f"{s}_loss") for s in ("train", "test")},
+                               xlabel="epoch", ylabel="cross-entropy", title=title, logy=True),
+                   "loss")
+    epochs = outcome.series("train_acc")[0]
+    curves = {s: outcome.series(f"{s}_acc") for s in ("train", "test")}
+    curves["chance"] = (epochs, [1 / data.n_classes] * len(epochs))
+    tracker.figure(plots.lines(curves, xlabel="epoch", ylabel="accuracy", title=title), "accuracy")
+    changed = (labels != data.train.y).float().mean().item()
+    tracker.summary({"labels_changed": changed, "final_train_acc": outcome.final["train_acc"],
+                     "final_test_acc": outcome.final["test_acc"],
+                     "final_train_loss": outcome.final["train_loss"],
+                     "final_test_loss": outcome.final["test_loss"]})
