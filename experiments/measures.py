@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from experiments.data import Split
-from experiments.train import ModelStack, Params
+from experiments.models import ACTIVATIONS
+from experiments.train import ModelStack, Params, per_model_loss
 
 # --- Flatness and sensitivity (HW1-3) -------------------------------------------------------
 
@@ -173,3 +174,157 @@ def input_profile(model: nn.Module, split: Split, ts: Tensor, chunk: int = 1024)
         d = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
         total += _profile_chunk(model, x, y, d, ts)
     return total / len(split)
+
+
+# --- Training dynamics: per-layer statistics (weight-init) ----------------------------------
+
+def layer_grad_norms(model: nn.Module, state: Params, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """2-norm of ∂L/∂θ_k for every parameter tensor θ_k separately (each layer's weight, each
+    bias), L = cross-entropy averaged over the batch (x, y), at the weights `state` (a state
+    dict, e.g. `EvalEvent.state_dict(i)`). {name: 0-d tensor}. Vanishing gradients show as
+    norms shrinking layer by layer towards the input, exploding ones as norms growing."""
+    names = {name for name, _ in model.named_parameters()}
+    weights = {k: v for k, v in state.items() if k in names}
+    buffers = {k: v for k, v in state.items() if k not in names}
+
+    def loss(w: Params) -> Tensor:
+        return F.cross_entropy(functional_call(model, (w, buffers), (x,)), y)
+
+    return {k: g.norm() for k, g in torch.func.grad(loss)(weights).items()}
+
+
+def activations(model: nn.Module, state: Params, x: Tensor) -> dict[str, Tensor]:
+    """The outputs of every activation module (ReLU, Tanh, Sigmoid) of `model` at the weights
+    `state` on the inputs `x`, keyed by module name, each [B, units] — what the next layer
+    sees. One forward pass with temporary hooks."""
+    found: dict[str, Tensor] = {}
+    kinds = tuple(ACTIVATIONS.values())
+    hooks = [module.register_forward_hook(
+        lambda _m, _i, out, name=name: found.__setitem__(name, out.detach().flatten(1)))
+        for name, module in model.named_modules() if isinstance(module, kinds)]
+    try:
+        with torch.no_grad():
+            functional_call(model, state, (x,))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
+def saturation(a: Tensor, activation: str, tol: float = 0.01) -> Tensor:
+    """Fraction of the entries of the activation outputs `a` in the activation's flat region,
+    where almost no gradient passes back: sigmoid a < tol or a > 1 − tol (σ' < tol), tanh
+    |a| > 1 − tol (tanh' < 2·tol), relu a == 0 (a dead unit for that input). A 0-d tensor."""
+    if activation == "sigmoid":
+        flat = (a < tol) | (a > 1 - tol)
+    elif activation == "tanh":
+        flat = a.abs() > 1 - tol
+    elif activation == "relu":
+        flat = a == 0
+    else:
+        raise ValueError(f"unknown activation {activation!r}")
+    return flat.float().mean()
+
+
+def unit_spread(a: Tensor) -> Tensor:
+    """How different the units of one layer are: max − min over the units of `a` [B, units],
+    averaged over the B inputs. Exactly 0 when every unit outputs the same value on every
+    input — the symmetry that zero initialisation never breaks."""
+    return (a.amax(1) - a.amin(1)).mean()
+
+
+# --- Near-zero gradient: Hessian, eigenvalues, minimal ratio (HW1-2) ------------------------
+
+class FlatLayout:
+    """The parameters of a module as one flat vector θ (in `named_parameters` order), and
+    back: what `torch.func.hessian` needs to give the Hessian as one [P, P] matrix."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.names = [name for name, _ in module.named_parameters()]
+        self.shapes = [p.shape for _, p in module.named_parameters()]
+        self.size = sum(p.numel() for p in module.parameters())
+
+    def flatten(self, params: Params) -> Tensor:
+        """{name: tensor} → θ [..., P]; leading dimensions (a stack of models) are kept."""
+        parts = []
+        for name, shape in zip(self.names, self.shapes):
+            p = params[name]
+            parts.append(p.reshape(*p.shape[:p.dim() - len(shape)], -1))
+        return torch.cat(parts, -1)
+
+    def unflatten(self, theta: Tensor) -> Params:
+        """θ [P] → {name: tensor} (views into θ, so gradients flow back to it)."""
+        sizes = [shape.numel() for shape in self.shapes]
+        return {name: part.view(shape) for name, shape, part
+                in zip(self.names, self.shapes, theta.split(sizes))}
+
+
+def flat_loss(module: nn.Module, data: Split, loss: str = "mse") -> Callable[[Tensor], Tensor]:
+    """θ [P] ↦ the whole training loss of `module` with parameters θ: `loss` (mse or
+    cross_entropy) averaged over every sample of `data` — one batch, no mini-batches."""
+    layout = FlatLayout(module)
+
+    def value(theta: Tensor) -> Tensor:
+        out = functional_call(module, layout.unflatten(theta), (data.x,))
+        return per_model_loss(loss, out.unsqueeze(0), data.y.unsqueeze(0))[0]
+
+    return value
+
+
+def per_model(measure: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
+    """`measure` of one θ [P], or of every row of a stack θ [N, P] at once (`vmap`)."""
+    return measure(theta) if theta.dim() == 1 else torch.vmap(measure)(theta)
+
+
+def gradient_norm(loss: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
+    """‖∇L(θ)‖₂: the 2-norm of the gradient of L = `loss` over all parameters together, at θ
+    [P] (0-d) or at each row of θ [N, P] ([N])."""
+    return per_model(lambda t: torch.func.grad(loss)(t).norm(), theta)
+
+
+def hessian(loss: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
+    """The exact Hessian ∇²L(θ) of L = `loss` w.r.t. the flat parameters (`torch.func.hessian`,
+    forward-over-reverse): [P, P] at θ [P], [N, P, P] at a stack θ [N, P]."""
+    return per_model(torch.func.hessian(loss), theta)
+
+
+def eigenvalues(h: Tensor) -> Tensor:
+    """Eigenvalues of the symmetric part (H + Hᵀ)/2 of `h` [..., P, P], ascending: [..., P]."""
+    return torch.linalg.eigvalsh((h + h.transpose(-1, -2)) / 2)
+
+
+def minimal_ratio(eigs: Tensor, tol: float = 0.0) -> Tensor:
+    """The course's minimal ratio: the fraction of Hessian eigenvalues `eigs` [..., P] that are
+    greater than `tol` (0 = strictly positive): 1 at a strict minimum, 0 at a strict maximum,
+    in between at a saddle. [...]."""
+    return (eigs > tol).float().mean(-1)
+
+
+def sampling_minimal_ratio(loss: Callable[[Tensor], Tensor], theta: Tensor, samples: int = 1000,
+                           radius: float = 1e-2, seed: int = 0, chunk: int = 64) -> Tensor:
+    """The sampling definition: the fraction of `samples` points θ + δ with L(θ + δ) > L(θ),
+    δ drawn uniformly on the sphere ‖δ‖₂ = `radius` around θ (seeded), L = `loss`. At θ [P] a
+    0-d tensor, at each row of θ [N, P] (its own δs) [N]."""
+    generator = torch.Generator(device=theta.device).manual_seed(seed)
+    stacked = theta.unsqueeze(0) if theta.dim() == 1 else theta
+    base = torch.vmap(loss)(stacked)
+    higher = torch.zeros_like(base)
+    for start in range(0, samples, chunk):
+        n = min(chunk, samples - start)
+        delta = torch.randn(stacked.shape[0], n, stacked.shape[1], generator=generator,
+                            device=theta.device, dtype=theta.dtype)
+        delta = radius * delta / delta.norm(dim=-1, keepdim=True)
+        moved = torch.vmap(torch.vmap(loss))(stacked.unsqueeze(1) + delta)
+        higher += (moved > base.unsqueeze(1)).float().sum(1)
+    ratio = higher / samples
+    return ratio[0] if theta.dim() == 1 else ratio
+
+
+def weight_pca(points: Tensor, components: int = 2) -> tuple[Tensor, Tensor]:
+    """PCA (scikit-learn, exact SVD) of weight vectors `points` [M, D] fitted over all M of
+    them: (their coordinates [M, components], the explained variance ratio [components])."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=components, svd_solver="full")
+    coords = pca.fit_transform(points.detach().double().cpu().numpy())
+    return torch.from_numpy(coords), torch.from_numpy(pca.explained_variance_ratio_)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -31,6 +32,30 @@ def cnn(in_shape: Sequence[int], channels: Sequence[int], hidden: Sequence[int],
         layers += [nn.Conv2d(c, out_c, 5, padding=2), ACTIVATIONS[activation](), nn.MaxPool2d(2)]
         c, h, w = out_c, h // 2, w // 2
     return nn.Sequential(*layers, *mlp(c * h * w, hidden, out_dim, activation))
+
+
+INIT_SCHEMES = ("zero", "gaussian", "gaussian_fan_in")
+
+
+def initialize(model: nn.Module, scheme: str, variance: float = 1.0) -> nn.Module:
+    """Re-initialise every Linear and Conv2d layer in place, biases to 0. `zero`: weights 0 too
+    (every hidden unit computes the same thing, forever); `gaussian`: weights ~ N(0, variance);
+    `gaussian_fan_in`: N(0, variance / fan_in) (variance 2 with ReLU is He's init). Draws from
+    the global torch RNG: seed it first."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; known: {INIT_SCHEMES}")
+    with torch.no_grad():
+        for layer in model.modules():
+            if not isinstance(layer, (nn.Linear, nn.Conv2d)):
+                continue
+            if scheme == "zero":
+                layer.weight.zero_()
+            else:
+                fan_in = layer.weight[0].numel() if scheme == "gaussian_fan_in" else 1
+                layer.weight.normal_(0.0, math.sqrt(variance / fan_in))
+            if layer.bias is not None:
+                layer.bias.zero_()
+    return model
 
 
 def count_params(model: nn.Module) -> int:

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
@@ -90,5 +91,135 @@ def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]],
     extra = other.get_legend_handles_labels()
     ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def panels(grid: Mapping[str, Series], *, xlabel: str, ylabel: str, title: str,
+           logy: bool = False, columns: int = 3) -> Figure:
+    """`lines`-style panels in a grid, one per key of `grid` (e.g. one per layer), each with
+    one curve per label; the labels keep their colour across panels."""
+    rows = -(-len(grid) // columns)
+    cols = min(columns, len(grid))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax, (name, series) in zip(axes.flat, grid.items()):
+        for label, (x, y) in series.items():
+            ax.plot(x, y, label=label, linewidth=1.3)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(grid):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+Samples = tuple[Sequence[int], Sequence[Sequence[float]]]
+
+
+def histograms(grid: Mapping[str, Mapping[str, Samples]], *, title: str, bins: int = 60) -> Figure:
+    """TensorBoard's histogram view as a figure: one panel per `grid[row][column]` = (steps,
+    values at each step), e.g. rows = layers, columns = weights / biases / activations. Each
+    panel is a ridgeline: one peak-normalised histogram per recorded step (at most `bins` bins,
+    fewer for few values, lightly smoothed), time running down the y axis (early = dark, at the
+    top; late = light, in front). The x range is the central 99.8% of the panel's values over
+    all steps, so one outlier does not flatten the rest."""
+    columns = list(dict.fromkeys(column for row in grid.values() for column in row))
+    fig, axes = plt.subplots(len(grid), len(columns), figsize=(3.9 * len(columns), 2.9 * len(grid)),
+                             squeeze=False)
+    for axes_row, (row, cells) in zip(axes, grid.items()):
+        for ax, column in zip(axes_row, columns):
+            if column not in cells:
+                ax.axis("off")
+                continue
+            _ridgeline(ax, *cells[column], bins=bins)
+            ax.set_title(f"{row} · {column}", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _ridgeline(ax: plt.Axes, steps: Sequence[int], samples: Sequence[Sequence[float]],
+               bins: int, height: float = 2.5) -> None:
+    values = [np.asarray(v, dtype=float).ravel() for v in samples]
+    finite = np.concatenate(values)
+    finite = finite[np.isfinite(finite)]
+    lo, hi = np.percentile(finite, [0.1, 99.9]) if finite.size else (0.0, 1.0)
+    if hi - lo < 1e-6 * max(1.0, abs(lo)):  # a spike (e.g. zero init): give it some width
+        pad = max(1e-3, 0.05 * abs(lo))
+        lo, hi = lo - pad, hi + pad
+    bins = int(np.clip(2 * np.sqrt(max(len(v) for v in values)), 12, bins))
+    edges = np.linspace(lo, hi, bins + 1)
+    centres = (edges[1:] + edges[:-1]) / 2
+    kernel = np.exp(-0.5 * np.arange(-3, 4) ** 2)
+    colours = plt.cm.viridis(np.linspace(0.0, 0.92, len(values)))
+    for t, (v, colour) in enumerate(zip(values, colours)):
+        counts = np.convolve(np.histogram(v, edges)[0], kernel / kernel.sum(), mode="same")
+        density = counts / max(counts.max(), 1e-12)
+        ax.fill_between(centres, t, t - height * density, facecolor=colour, edgecolor="white",
+                        linewidth=0.5, zorder=t)
+    ticks = sorted({round(i) for i in np.linspace(0, len(values) - 1, min(len(values), 5))})
+    ax.set_yticks(ticks, [str(steps[i]) for i in ticks], fontsize=7)
+    ax.set_ylim(len(values) - 0.5, -height - 0.5)
+    ax.set_xlim(lo, hi)
+    ax.set_ylabel("step", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def scatter_panels(grid: Mapping[str, Series], *, ylabel: str, title: str,
+                   logy: bool = False) -> Figure:
+    """Side-by-side scatter plots sharing the y axis, one per key of `grid` (the key is that
+    panel's x label), each with one point cloud per label (e.g. minimal ratio vs loss)."""
+    fig, axes = plt.subplots(1, len(grid), figsize=(5.6 * len(grid), 4.4), sharey=True,
+                             squeeze=False)
+    for ax, (xlabel, series) in zip(axes.flat, grid.items()):
+        for label, (x, y) in series.items():
+            ax.scatter(x, y, s=18, alpha=0.7, label=label)
+        ax.set(xlabel=xlabel)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel(ylabel)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def trajectories(paths: Series, notes: Mapping[str, Sequence[str]], *, title: str,
+                 xlabel: str = "PC 1", ylabel: str = "PC 2") -> Figure:
+    """2-D paths, one colour per label (e.g. a training event's weights in PCA space), each
+    point annotated with its note (e.g. the accuracy there); the first point is circled."""
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    for label, (x, y) in paths.items():
+        line, = ax.plot(x, y, "o-", markersize=4, linewidth=1, alpha=0.85, label=label)
+        ax.plot(x[:1], y[:1], "o", markersize=9, fillstyle="none", color=line.get_color())
+        for xi, yi, note in zip(x, y, notes.get(label, ())):
+            ax.annotate(note, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6,
+                        color=line.get_color())
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def shared_x(x: Sequence[float], curves: Mapping[str, Sequence[float]], *, xlabel: str,
+             title: str, logy: bool = False) -> Figure:
+    """Curves of different units over the same x (e.g. loss and gradient norm per iteration),
+    one panel each, stacked on one shared x axis."""
+    fig, axes = plt.subplots(len(curves), 1, figsize=(8, 2.6 * len(curves) + 0.6), sharex=True,
+                             squeeze=False)
+    for ax, (label, y), color in zip(axes.flat, curves.items(), ("tab:blue", "tab:red", "tab:green")):
+        ax.plot(x, y, linewidth=0.8, color=color)
+        ax.set_ylabel(label)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes.flat[-1].set_xlabel(xlabel)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig

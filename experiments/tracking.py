@@ -4,13 +4,15 @@ same code works on the embedded SQLite store and on a tracking server."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import platform
 import subprocess
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,15 @@ class Run:
 
         self.mlflow.log_figure(self.run_id, fig, f"figures/{name}.png")
         plt.close(fig)
+
+    def table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Rows as `tables/<name>.csv` (columns from the first row): a per-item record that
+        would otherwise take one child run per item."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+        self.artifacts({f"{name}.csv": out.getvalue()}, "tables")
 
     def artifacts(self, files: Mapping[str, bytes | str], artifact_path: str) -> None:
         """Write named files into a temp dir and upload them in one call."""

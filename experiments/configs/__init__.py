@@ -37,6 +37,20 @@ class ExperimentConfig(BaseModel):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
 
+class DynamicsConfig(ExperimentConfig):
+    """Fields of the training-dynamics experiments: an MLP on a dataset, trained for a budget
+    of optimizer steps (the course trained for fixed step counts)."""
+
+    dataset: DatasetName = "mnist"
+    hidden: list[Width] = Field(default_factory=lambda: [256, 256], min_length=1, max_length=8,
+                                description="hidden widths of the MLP")
+    optimizer: OptimizerName = "sgd"
+    steps: Steps = 3000
+    eval_every: Steps = Field(100, description="steps between evaluations")
+    train_subset: TrainSubset | None = None
+    test_subset: TestSubset | None = None
+
+
 def build_config(cls: type[ExperimentConfig], preset: str | None = None,
                  overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Defaults, then the preset's values, then the caller's overrides — validated once."""
