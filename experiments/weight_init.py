@@ -1,0 +1,172 @@
+"""Training dynamics: weight initialization (seed 003, parts 1–3).
+
+The same MLP starts from zero weights or from Gaussian weights of growing variance, with
+sigmoid, tanh or ReLU units. Every few steps we look inside each layer, as TensorBoard's
+histogram view would: the distributions of weights, biases and activations, the gradient norm
+of each parameter tensor (vanishing / exploding gradients), the fraction of saturated units and
+how different the units are (zero init keeps them identical). All inits of one activation share
+the model's shape, so they train together as one vmap ensemble on the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from experiments import measures, plots
+from experiments.configs.weight_init import Config
+from experiments.context import RunContext
+from experiments.data import Split, load_dataset
+from experiments.models import ACTIVATIONS, initialize, mlp
+from experiments.tracking import Tracker
+from experiments.train import EvalEvent, TrainSpec, epochs_for, seeded
+from experiments.variants import Outcome, Variant, run_variants
+
+PLURAL = {"weight": "weights", "bias": "biases"}
+
+
+def inits(config: Config) -> list[tuple[str, str, float]]:
+    """(name, scheme, variance) of every initialization the config asks for."""
+    scheme = "gaussian_fan_in" if config.fan_in else "gaussian"
+    zero = [("zero", "zero", 0.0)] if config.zero_init else []
+    return zero + [(f"var{v:g}", scheme, v) for v in config.variances]
+
+
+def layer_labels(model: nn.Module) -> dict[str, str]:
+    """Module name → "layer<k>" for the k-th Linear layer and for the activation after it."""
+    labels: dict[str, str] = {}
+    count = 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            count += 1
+            labels[name] = f"layer{count}"
+        elif isinstance(module, tuple(ACTIVATIONS.values())):
+            labels[name] = f"layer{count}"
+    return labels
+
+
+class LayerRecorder:
+    """The `on_eval` hook: per-layer statistics of every model of one ensemble at each
+    evaluation, computed with `functional_call` on the event's weights and a fixed probe batch
+    of training examples. Histogram values are a fixed random subset of each tensor."""
+
+    def __init__(self, model: nn.Module, activation: str, probe: Split, samples: int,
+                 seed: int) -> None:
+        self.model, self.activation, self.probe, self.samples = model, activation, probe, samples
+        self.labels = layer_labels(model)
+        self.generator = torch.Generator(device=probe.x.device).manual_seed(seed)
+        self.subsets: dict[str, Tensor | None] = {}
+        self.records: dict[int, list[dict[str, Any]]] = defaultdict(list)
+
+    def __call__(self, event: EvalEvent) -> None:
+        for model in event.active:
+            self.record(model, event.x, event.state_dict(model))
+
+    def _sample(self, key: str, values: Tensor) -> list[float]:
+        flat = values.flatten()
+        if key not in self.subsets:
+            self.subsets[key] = (None if flat.numel() <= self.samples else torch.randperm(
+                flat.numel(), generator=self.generator, device=flat.device)[:self.samples])
+        subset = self.subsets[key]
+        return (flat if subset is None else flat[subset]).tolist()
+
+    def record(self, model: int, step: int, state: dict[str, Tensor]) -> None:
+        """Histograms and per-layer metrics of one model's weights `state` at `step`."""
+        hist: dict[tuple[str, str], list[float]] = {}
+        metrics: dict[str, Tensor] = {}
+        for name, value in state.items():
+            module, kind = name.rsplit(".", 1)
+            label = self.labels[module]
+            hist[label, PLURAL[kind]] = self._sample(name, value)
+        grads = measures.layer_grad_norms(self.model, state, self.probe.x, self.probe.y)
+        for name, norm in grads.items():
+            module, kind = name.rsplit(".", 1)
+            metrics[f"grad_norm/{self.labels[module]}.{kind}"] = norm
+        for name, a in measures.activations(self.model, state, self.probe.x).items():
+            label = self.labels[name]
+            hist[label, "activations"] = self._sample(name, a)
+            metrics[f"saturation/{label}"] = measures.saturation(a, self.activation)
+            metrics[f"unit_spread/{label}"] = measures.unit_spread(a)
+        values = torch.stack(list(metrics.values())).tolist()
+        self.records[model].append({"step": step, "hist": hist,
+                                    "metrics": dict(zip(metrics, values))})
+
+
+def histogram_grid(records: list[dict[str, Any]]) -> dict[str, dict[str, plots.Samples]]:
+    """records → grid[layer][weights|biases|activations] = (steps, values per step)."""
+    steps = [r["step"] for r in records]
+    grid: dict[str, dict[str, plots.Samples]] = defaultdict(dict)
+    for layer, kind in records[0]["hist"]:
+        grid[layer][kind] = (steps, [r["hist"][layer, kind] for r in records])
+    return grid
+
+
+def metric_panels(outcomes: list[Outcome], records: dict[str, list[dict[str, Any]]],
+                  prefix: str) -> dict[str, plots.Series]:
+    """One panel per metric `prefix/<layer>`, one curve per init, for `plots.panels`."""
+    keys = [k for k in records[outcomes[0].variant.name][0]["metrics"] if k.startswith(prefix)]
+    return {key.split("/", 1)[1]: {o.variant.params["init_name"]: (
+        [r["step"] for r in records[o.variant.name]],
+        [r["metrics"][key] for r in records[o.variant.name]]) for o in outcomes} for key in keys}
+
+
+def train_activation(config: Config, activation: str, data: Any, tracker: Tracker,
+                     ctx: RunContext) -> tuple[list[Outcome], dict[str, list[dict[str, Any]]]]:
+    """All inits of one activation as one ensemble; returns outcomes and per-variant records."""
+    in_dim = math.prod(data.input_shape)
+    variants = [
+        Variant(f"{activation}-{name}",
+                lambda scheme=scheme, variance=variance: initialize(
+                    mlp(in_dim, config.hidden, data.n_classes, activation), scheme, variance),
+                config.seed,
+                {"activation": activation, "init_name": name, "init": scheme, "variance": variance,
+                 "hidden": config.hidden, "lr": config.lr, "batch_size": config.batch_size})
+        for name, scheme, variance in inits(config)]
+    initial = [seeded(v.build, [v.seed], ctx.device)[0] for v in variants]
+    recorder = LayerRecorder(initial[0], activation, data.train.head(config.probe_size),
+                             config.hist_samples, config.seed)
+    for index, model in enumerate(initial):
+        recorder.record(index, 0, {k: v.detach() for k, v in model.state_dict().items()})
+    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
+                     epochs=epochs_for(config.steps, len(data.train), config.batch_size),
+                     max_steps=config.steps, eval_every=config.eval_every, eval_unit="step")
+    outcomes = run_variants(tracker, ctx, variants, data.train, spec, evals={"test": data.test},
+                            together=True, on_eval=recorder)
+    records = {v.name: recorder.records[i] for i, v in enumerate(variants)}
+    for outcome in outcomes:
+        for record in records[outcome.variant.name]:
+            outcome.run.log(record["metrics"], step=record["step"])
+        outcome.run.flush()
+    return outcomes, records
+
+
+def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
+    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    for activation in config.activations:
+        outcomes, records = train_activation(config, activation, data, tracker, ctx)
+        for metric, logy in (("loss", True), ("acc", False)):
+            curves = {o.variant.params["init_name"]: {split: o.series(f"{split}_{metric}")
+                                                      for split in ("train", "test")}
+                      for o in outcomes}
+            tracker.figure(plots.train_test_panels(
+                curves, metric=metric, xlabel="step", logy=logy,
+                title=f"{activation}: {metric} per initialization"), f"{metric}_{activation}")
+        tracker.figure(plots.panels(metric_panels(outcomes, records, "grad_norm/"), xlabel="step",
+                                    ylabel="‖∂L/∂θ‖₂ (probe batch)", logy=True, columns=2,
+                                    title=f"{activation}: gradient norm per layer (gaps = exactly 0)"),
+                       f"grad_norms_{activation}")
+        for prefix, ylabel in (("saturation", "fraction of units in the flat region"),
+                               ("unit_spread", "max − min over units (mean over inputs)")):
+            tracker.figure(plots.panels(metric_panels(outcomes, records, f"{prefix}/"),
+                                        xlabel="step", ylabel=ylabel, columns=4,
+                                        title=f"{activation}: {prefix.replace('_', ' ')} per layer"),
+                           f"{prefix}_{activation}")
+        for outcome in outcomes:
+            name = outcome.variant.name
+            tracker.figure(plots.histograms(histogram_grid(records[name]),
+                                            title=f"{name}: weights, biases, activations over steps"),
+                           f"histograms/{name}")
