@@ -1,12 +1,14 @@
-"""`phenolab`: run experiments in the foreground, list the catalog, open the MLflow UI."""
+"""`phenolab`: run experiments in the foreground, list the catalog, open the MLflow UI; serve the
+lab (API + workers + UI), or one part of it; submit jobs to a running lab."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +16,10 @@ from pydantic import ValidationError
 
 from experiments import registry
 from experiments.configs import build_config
-from service.settings import settings
+from experiments.tracking import home
+from service.settings import Settings, settings
+
+EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 3}
 
 
 class UsageError(Exception):
@@ -94,13 +99,114 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui_command(s: Settings, port: int | None = None) -> list[str]:
+    home().mkdir(parents=True, exist_ok=True)
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", s.tracking_uri,
+            "--host", s.ui_host, "--port", str(port or s.ui_port)]
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     s = settings()
-    os.makedirs("mlruns", exist_ok=True)
-    command = ["mlflow", "ui", "--backend-store-uri", s.tracking_uri, "--host", s.ui_host,
-               "--port", str(args.port or s.ui_port)]
     print(f"MLflow UI on http://{s.ui_host}:{args.port or s.ui_port}  ({s.tracking_uri})")
-    return subprocess.call(command)
+    return subprocess.call(ui_command(s, args.port))
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    s = settings()
+    uvicorn.run("service.app:app", host=args.host or s.api_host, port=args.port or s.api_port,
+                log_level="info", proxy_headers=True)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from service.worker import supervise
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    overrides = {k: v for k, v in {"gpus": args.gpus, "jobs_per_gpu": args.jobs_per_gpu}.items()
+                 if v is not None}
+    return supervise(Settings(**overrides) if overrides else settings())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """API, workers and MLflow UI as child processes; Ctrl-C / SIGTERM stops all three."""
+    s = settings()
+    me = [sys.executable, "-m", "service.cli"]
+    parts = {"api": subprocess.Popen([*me, "api"]), "worker": subprocess.Popen([*me, "worker"]),
+             "ui": subprocess.Popen(ui_command(s))}
+    print(f"phenolab serve\n  API       {s.api}   (docs: {s.api}/docs)\n"
+          f"  MLflow UI {s.mlflow_ui}\n  store     {s.tracking_uri}\n  queue     {s.queue}\n"
+          "Ctrl-C stops everything.", flush=True)
+    stop: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _: stop.append(signum))
+    failed = None
+    while not stop and failed is None:
+        time.sleep(0.5)
+        failed = next((name for name, proc in parts.items() if proc.poll() is not None), None)
+    if failed:
+        print(f"phenolab serve: {failed} exited with {parts[failed].returncode}; stopping",
+              file=sys.stderr)
+    for proc in parts.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in parts.values():
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return 1 if failed else 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """POST the config; with --wait, follow the job with a progress bar until it ends."""
+    import httpx
+
+    s = settings()
+    body = parse_sets(args.set)
+    if args.preset:
+        body["preset"] = args.preset
+    token = args.token or s.api_token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=args.url or s.api, headers=headers, timeout=60) as http:
+        try:
+            response = http.post(f"/experiments/{args.name}", json=body)
+            if response.status_code != 202:
+                raise UsageError(f"{response.status_code}: {response.json().get('detail')}")
+            job = response.json()
+            print(f"job {job['id']} {job['status']}\n  {job['links']['self']}\n"
+                  f"  {job['links']['mlflow']}")
+            if not args.wait:
+                return 0
+            status = follow(http, job["id"], args.name)
+        except httpx.HTTPError as error:
+            raise UsageError(f"API at {http.base_url}: {error}") from None
+    print(f"job {job['id']} {status}")
+    return EXIT_CODES.get(status, 1)
+
+
+def follow(http, job_id: str, name: str) -> str:
+    """Poll the job once a second, drawing its overall progress, until it ends."""
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", desc=name, dynamic_ncols=True) as bar:
+        while True:
+            response = http.get(f"/jobs/{job_id}")
+            response.raise_for_status()
+            job = response.json()
+            if progress := job.get("progress"):
+                bar.set_description(f"{name} [{progress['variant_index'] + 1}/"
+                                    f"{progress['variant_count']}] {progress['variant']}")
+                bar.update(round(100 * progress["fraction"]) - bar.n)
+            if job["status"] not in ("SCHEDULED", "RUNNING"):
+                if job.get("error"):
+                    bar.write(f"error: {job['error']}")
+                return job["status"]
+            time.sleep(1.0)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,6 +224,26 @@ def parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="the MLflow UI on the tracking store")
     ui.add_argument("--port", type=int)
     ui.set_defaults(func=cmd_ui)
+    api = sub.add_parser("api", help="the REST API only (no torch in this process)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+    worker = sub.add_parser("worker", help="worker processes: one per GPU slot, or CPU")
+    worker.add_argument("--gpus", help="all | none | 0,1 (default: PHENOLAB_GPUS or all)")
+    worker.add_argument("--jobs-per-gpu", type=int)
+    worker.set_defaults(func=cmd_worker)
+    serve = sub.add_parser("serve", help="the embedded lab: API + workers + MLflow UI")
+    serve.set_defaults(func=cmd_serve)
+    submit = sub.add_parser("submit", help="submit a job to a running lab over HTTP")
+    submit.add_argument("name")
+    submit.add_argument("--preset", help="named preset, e.g. quick")
+    submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (JSON values: 3, 0.1, [1,2], true)")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the job; exit 0 FINISHED, 1 FAILED, 3 KILLED")
+    submit.add_argument("--url", help="API URL (default PHENOLAB_API_URL or the local one)")
+    submit.add_argument("--token", help="bearer token (default PHENOLAB_API_TOKEN)")
+    submit.set_defaults(func=cmd_submit)
     return p
 
 

@@ -29,3 +29,12 @@ def mnist_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip(f"real MNIST not found at {raw} (set PHENOLAB_TEST_DATA_DIR)")
     monkeypatch.setenv("PHENOLAB_DATA_DIR", str(SHARED_DATA))
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    """The service tests' embedded lab: its API runs as a real process for the whole session
+    (tests/service_lab.py); importing mlflow and migrating a store cost seconds per process."""
+    from service_lab import running_lab
+
+    yield from running_lab(tmp_path_factory)

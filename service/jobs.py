@@ -1,0 +1,274 @@
+"""Jobs on MLflow + the queue: submit, list, get, cancel, and the sweep that recovers jobs whose
+worker was lost. No torch here (the API imports this).
+
+A job is an MLflow parent run (tag `phenolab.kind=job`); its run id is the job id and its
+status is the job status: SCHEDULED → RUNNING → FINISHED / FAILED / KILLED. Tags carry the
+rest: the validated config, the attempt number, the worker, its heartbeat, the progress,
+a cancel request and the error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow.entities import Run, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from pydantic import ValidationError
+
+from experiments import registry
+from experiments.configs import ExperimentConfig, build_config
+from experiments.tracking import create_job_run
+from service.queue import JobQueue
+from service.settings import Settings
+
+log = logging.getLogger("phenolab.jobs")
+
+EXPERIMENT = "phenolab.experiment"
+CONFIG = "phenolab.config"
+ATTEMPT = "phenolab.attempt"
+WORKER = "phenolab.worker"
+HEARTBEAT = "phenolab.heartbeat"
+PROGRESS = "phenolab.progress"
+STARTED = "phenolab.started"
+CANCEL = "phenolab.cancel"
+ERROR = "phenolab.error"
+REQUEUED = "phenolab.requeued"
+
+STATUSES = ("SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED")
+ACTIVE = ("SCHEDULED", "RUNNING")
+MAX_TAG_CHARS = 8000
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class JobError(Exception):
+    """A request the job layer refuses; `status` is the HTTP status it maps to."""
+
+    status = 400
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or []
+
+
+class NotFound(JobError):
+    status = 404
+
+
+class Conflict(JobError):
+    status = 409
+
+
+class InvalidConfig(JobError):
+    status = 422
+
+
+def field_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Pydantic errors as [{field, reason}]; the offending input is not echoed (it may be huge,
+    or not JSON at all, like inf)."""
+    return [{"field": ".".join(map(str, (*prefix, *e["loc"]))) or "config", "reason": e["msg"]}
+            for e in error.errors()]
+
+
+def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
+    """The experiment's config from a request body: defaults, then `preset`, then the fields."""
+    try:
+        entry = registry.get(name)
+    except registry.UnknownExperiment as error:
+        raise NotFound(str(error)) from None
+    values = dict(body)
+    preset = values.pop("preset", None)
+    if preset is not None and (not isinstance(preset, str) or preset not in entry.presets):
+        raise InvalidConfig("invalid config", [{
+            "field": "preset",
+            "reason": f"unknown preset {preset!r}; known: {', '.join(entry.presets) or 'none'}"}])
+    try:
+        config = build_config(entry.config_cls, preset, values)
+    except ValidationError as error:
+        raise InvalidConfig("invalid config", field_errors(error)) from None
+    if len(config.model_dump_json()) > MAX_TAG_CHARS:
+        raise InvalidConfig("invalid config",
+                            [{"field": "config", "reason": "too large to record"}])
+    return config
+
+
+def submit(mlflow: MlflowClient, queue: JobQueue, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Validate, create the SCHEDULED run (the job record), enqueue its id."""
+    config = validate(name, body)
+    run_id = create_job_run(name, config, mlflow, tags={
+        CONFIG: config.model_dump_json(), ATTEMPT: "1"})
+    queue.enqueue(run_id, 1)
+    return {"id": run_id, "experiment": name, "status": "SCHEDULED"}
+
+
+def load(mlflow: MlflowClient, run_id: str) -> Run:
+    """The job's run; NotFound for anything that is not a phenolab job."""
+    if not RUN_ID.match(run_id):
+        raise NotFound(f"no job {run_id!r}")
+    try:
+        run = mlflow.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise NotFound(f"no job {run_id!r}") from None
+        raise
+    if run.data.tags.get("phenolab.kind") != "job" or run.info.lifecycle_stage != "active":
+        raise NotFound(f"no job {run_id!r}")
+    return run
+
+
+def _time(millis: int | float | None) -> str | None:
+    return None if not millis else datetime.fromtimestamp(millis / 1000, UTC).isoformat()
+
+
+def _tag_time(run: Run, key: str) -> str | None:
+    value = run.data.tags.get(key)
+    return _time(float(value) * 1000) if value else None
+
+
+def progress(run: Run) -> dict[str, Any] | None:
+    raw = run.data.tags.get(PROGRESS)
+    return json.loads(raw) if raw else None
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """What a job list shows for one job."""
+    tags = run.data.tags
+    return {
+        "id": run.info.run_id,
+        "experiment": tags.get(EXPERIMENT),
+        "status": run.info.status,
+        "submitted": _time(run.info.start_time),
+        "ended": _time(run.info.end_time) if run.info.status not in ACTIVE else None,
+        "progress": progress(run),
+        "error": tags.get(ERROR),
+    }
+
+
+def children(mlflow: MlflowClient, run: Run) -> list[Run]:
+    return mlflow.search_runs(
+        [run.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run.info.run_id}'",
+        max_results=1000, order_by=["attributes.start_time ASC"])
+
+
+def detail(mlflow: MlflowClient, run: Run) -> dict[str, Any]:
+    """Everything `GET /jobs/{id}` shows: status, progress, times, error, metrics, children."""
+    tags = run.data.tags
+    return {
+        **summary(run),
+        "config": json.loads(tags[CONFIG]) if CONFIG in tags else None,
+        "attempt": int(tags.get(ATTEMPT, 1)),
+        "worker": tags.get(WORKER),
+        "started": _tag_time(run, STARTED),
+        "heartbeat": _tag_time(run, HEARTBEAT),
+        "cancel_requested": _tag_time(run, CANCEL),
+        "requeued": tags.get(REQUEUED),
+        "metrics": run.data.metrics,
+        "children": [{"id": child.info.run_id, "name": child.info.run_name,
+                      "status": child.info.status, "metrics": child.data.metrics}
+                     for child in children(mlflow, run)],
+        "experiment_id": run.info.experiment_id,
+    }
+
+
+def search(mlflow: MlflowClient, status: str | None = None, experiment: str | None = None,
+           limit: int = 50, page_token: str | None = None) -> tuple[list[Run], str | None]:
+    """Jobs, newest first, optionally of one status and/or one experiment; paginated."""
+    if experiment is not None:
+        if experiment not in registry.entries():
+            raise NotFound(str(registry.UnknownExperiment(experiment)))
+        found = mlflow.get_experiment_by_name(experiment)
+        ids = [found.experiment_id] if found else []
+    else:
+        ids = [e.experiment_id for e in mlflow.search_experiments(max_results=1000)]
+    if not ids:
+        return [], None
+    query = "tags.`phenolab.kind` = 'job'"
+    if status is not None:
+        query += f" and attributes.status = '{status}'"
+    page = mlflow.search_runs(ids, query, max_results=limit, page_token=page_token,
+                              order_by=["attributes.start_time DESC"])
+    return list(page), page.token
+
+
+def cancel(mlflow: MlflowClient, run_id: str) -> str:
+    """A queued job ends KILLED now and never starts; a running one is flagged and its worker
+    stops it at the next progress report (it then ends KILLED). Returns the status now."""
+    run = load(mlflow, run_id)
+    if run.info.status not in ACTIVE:
+        raise Conflict(f"job {run_id} already ended {run.info.status}")
+    mlflow.set_tag(run_id, CANCEL, str(time.time()))
+    if run.info.status == "SCHEDULED":
+        mlflow.set_tag(run_id, ERROR, "cancelled before it started")
+        mlflow.set_terminated(run_id, "KILLED")
+        return "KILLED"
+    return "RUNNING"
+
+
+def end_children(mlflow: MlflowClient, run: Run) -> None:
+    """Discard the child runs of an attempt that will not finish (soft delete)."""
+    for child in children(mlflow, run):
+        if child.info.status in ACTIVE:
+            mlflow.set_terminated(child.info.run_id, "FAILED")
+        mlflow.delete_run(child.info.run_id)
+
+
+def requeue(mlflow: MlflowClient, queue: JobQueue, run: Run, reason: str, max_attempts: int,
+            count: bool = True) -> str:
+    """Put a job whose attempt was lost back in the queue, or end it FAILED with `reason` when
+    it has had `max_attempts` runs. `count=False` re-runs the same attempt (graceful worker
+    shutdown). Returns the new status."""
+    run_id = run.info.run_id
+    attempt = int(run.data.tags.get(ATTEMPT, 1))
+    end_children(mlflow, run)
+    if count and attempt >= max_attempts:
+        mlflow.set_tag(run_id, ERROR, f"{reason}; gave up after {attempt} attempt(s)")
+        mlflow.set_terminated(run_id, "FAILED")
+        log.warning("job %s FAILED: %s", run_id, reason)
+        return "FAILED"
+    attempt += count
+    if ERROR in run.data.tags:
+        mlflow.delete_tag(run_id, ERROR)
+    mlflow.log_batch(run_id, tags=[RunTag(ATTEMPT, str(attempt)), RunTag(HEARTBEAT, str(time.time())),
+                                   RunTag(REQUEUED, f"{reason} (attempt {attempt})")])
+    mlflow.update_run(run_id, status="SCHEDULED")
+    queue.enqueue(run_id, attempt)
+    log.warning("job %s re-queued (attempt %d): %s", run_id, attempt, reason)
+    return "SCHEDULED"
+
+
+def last_sign_of_life(run: Run) -> float:
+    """The job's last heartbeat (seconds), or when it was created if it never had one."""
+    beat = run.data.tags.get(HEARTBEAT)
+    return float(beat) if beat else run.info.start_time / 1000
+
+
+def sweep(mlflow: MlflowClient, queue: JobQueue, settings: Settings) -> dict[str, int]:
+    """Recover lost jobs: RUNNING with a stale heartbeat → re-queued once, then FAILED with the
+    reason; SCHEDULED for long and missing from the queue (lost between create and enqueue)
+    → enqueued again. Run by the API, one process, so two sweeps never race."""
+    now = time.time()
+    counts = {"requeued": 0, "failed": 0, "enqueued": 0}
+    running, _ = search(mlflow, status="RUNNING", limit=1000)
+    for run in running:
+        idle = now - last_sign_of_life(run)
+        if idle > settings.stale_seconds:
+            reason = (f"worker {run.data.tags.get(WORKER, '?')} lost: no heartbeat for "
+                      f"{idle:.0f} s")
+            status = requeue(mlflow, queue, run, reason, settings.max_attempts)
+            counts["requeued" if status == "SCHEDULED" else "failed"] += 1
+    scheduled, _ = search(mlflow, status="SCHEDULED", limit=1000)
+    old = [run for run in scheduled if now - last_sign_of_life(run) > settings.stale_seconds]
+    if old:
+        queued = queue.pending_run_ids()
+        for run in old:
+            if run.info.run_id not in queued and CANCEL not in run.data.tags:
+                queue.enqueue(run.info.run_id, int(run.data.tags.get(ATTEMPT, 1)))
+                counts["enqueued"] += 1
+    return counts

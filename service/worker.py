@@ -1,0 +1,316 @@
+"""Workers. `phenolab worker` is a supervisor that never imports torch (so CUDA is never
+initialised in a process that starts others): it spawns one child process per slot —
+each GPU of `PHENOLAB_GPUS` × `PHENOLAB_JOBS_PER_GPU`, or CPU slots when there is no GPU — with
+`CUDA_VISIBLE_DEVICES` pinned to that slot's GPU, restarts a child that dies (re-queuing the
+job it held at once), and stops them all on SIGTERM/SIGINT.
+
+A child (`python -m service.worker --slot N`) takes jobs from the queue one at a time and runs
+them through `experiments.runner`, the same code path as `phenolab run`. While a job runs, a
+thread writes its heartbeat and progress into the run's tags and looks for a cancel request;
+the experiment stops at its next progress report (`RunContext.cancelled`). A job that raises
+ends FAILED (the runner records the message and traceback) and the child takes the next one.
+A child told to stop puts its job back in the queue, to run again from the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow.entities import RunTag
+
+from experiments.tracking import client
+from service import jobs
+from service.queue import JobQueue
+from service.settings import Settings, settings
+
+log = logging.getLogger("phenolab.worker")
+STOP_GRACE_SECONDS = 30.0
+RESPAWN_DELAY_SECONDS = 1.0
+
+
+def visible_gpus() -> list[str]:
+    """GPU indices this machine shows: `CUDA_VISIBLE_DEVICES` when set, else nvidia-smi's."""
+    if (env := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
+        return [gpu.strip() for gpu in env.split(",") if gpu.strip() not in ("", "-1")]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def plan_slots(s: Settings) -> list[str | None]:
+    """One entry per slot: the GPU it is pinned to, or None for a CPU slot."""
+    spec = s.gpus.strip().lower()
+    if spec in ("none", "cpu", ""):
+        gpus: list[str] = []
+    elif spec == "all":
+        gpus = visible_gpus()
+    else:
+        gpus = [gpu.strip() for gpu in spec.split(",") if gpu.strip()]
+    return [gpu for gpu in gpus for _ in range(s.jobs_per_gpu)] or [None] * s.jobs_per_gpu
+
+
+def worker_id(slot: int, pid: int) -> str:
+    return f"{socket.gethostname()}/slot{slot}/pid{pid}"
+
+
+# ---------------------------------------------------------------- the child: one slot
+
+
+@dataclass
+class Slot:
+    """The identity and stop flag of the process consuming the queue."""
+
+    id: str
+    queue: JobQueue
+    settings: Settings
+    stop: threading.Event = field(default_factory=threading.Event)
+    gpu: str | None = None
+
+
+_slot: Slot | None = None
+
+
+def current_slot() -> Slot:
+    """This process's slot; a plain Huey consumer gets a default one on first use."""
+    global _slot
+    if _slot is None:
+        s = settings()
+        _slot = Slot(worker_id(0, os.getpid()), JobQueue(s), s)
+    return _slot
+
+
+def _finite(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if not isinstance(v, float) or math.isfinite(v) else str(v)
+            for k, v in info.items()}
+
+
+class Heartbeat(threading.Thread):
+    """Writes heartbeat + progress tags every PHENOLAB_HEARTBEAT_SECONDS and reads the cancel
+    request, on its own MLflow client, while the experiment trains."""
+
+    def __init__(self, run_id: str, slot: Slot) -> None:
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        self.run_id, self.slot = run_id, slot
+        self.mlflow = client(slot.settings.tracking_uri)
+        self.latest: Any = None
+        self.cancel_requested = threading.Event()
+        self.done = threading.Event()
+
+    def on_progress(self, progress: Any) -> None:
+        self.latest = progress
+
+    def cancelled(self) -> bool:
+        return self.cancel_requested.is_set() or self.slot.stop.is_set()
+
+    def run(self) -> None:
+        while not self.done.wait(self.slot.settings.heartbeat_seconds):
+            self.beat()
+
+    def beat(self) -> None:
+        tags = [RunTag(jobs.HEARTBEAT, str(time.time()))]
+        if (p := self.latest) is not None:
+            tags.append(RunTag(jobs.PROGRESS, json.dumps({
+                "variant": p.variant, "variant_index": p.variant_index,
+                "variant_count": p.variant_count, "done": p.done, "total": p.total,
+                "fraction": round(p.fraction, 4), "info": _finite(p.info)})))
+        try:
+            self.mlflow.log_batch(self.run_id, tags=tags)
+            if jobs.CANCEL in self.mlflow.get_run(self.run_id).data.tags:
+                self.cancel_requested.set()
+            self.slot.queue.seen(self.slot.id, {"gpu": self.slot.gpu, "job": self.run_id})
+        except Exception as error:  # a store hiccup must not kill the job; the next beat retries
+            log.warning("heartbeat of %s failed: %s", self.run_id, error)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+        self.beat()
+
+
+def run_job(run_id: str, attempt: int) -> None:
+    """Run one queued job in this process, unless it was cancelled, already taken, or
+    superseded by a later attempt."""
+    from experiments import registry
+    from experiments.configs import build_config
+    from experiments.context import Cancelled, RunContext
+    from experiments.runner import run_experiment
+    from experiments.tracking import Tracker
+
+    slot = current_slot()
+    mlflow = client(slot.settings.tracking_uri)
+    try:
+        run = jobs.load(mlflow, run_id)
+    except jobs.NotFound:
+        log.warning("job %s is gone; skipped", run_id)
+        return
+    tags = run.data.tags
+    if run.info.status != "SCHEDULED" or tags.get(jobs.ATTEMPT, "1") != str(attempt):
+        log.info("job %s is %s (attempt %s); message for attempt %d skipped",
+                 run_id, run.info.status, tags.get(jobs.ATTEMPT), attempt)
+        return
+    if jobs.CANCEL in tags:
+        mlflow.set_terminated(run_id, "KILLED")
+        return
+    name = tags[jobs.EXPERIMENT]
+    try:
+        config = build_config(registry.get(name).config_cls, None, json.loads(tags[jobs.CONFIG]))
+    except Exception as error:  # e.g. this worker's code lacks the experiment
+        Tracker(mlflow, run_id, name).fail(error)
+        return
+    now = str(time.time())
+    mlflow.log_batch(run_id, tags=[RunTag(jobs.WORKER, slot.id), RunTag(jobs.STARTED, now),
+                                   RunTag(jobs.HEARTBEAT, now)])
+    mlflow.update_run(run_id, status="RUNNING")
+    log.info("job %s (%s, attempt %d) started", run_id, name, attempt)
+    beat = Heartbeat(run_id, slot)
+    ctx = RunContext(on_progress=beat.on_progress, cancelled=beat.cancelled)
+    beat.start()
+    interrupted = False
+    try:
+        run_experiment(name, config, run_id=run_id, ctx=ctx, tracking_uri=slot.settings.tracking_uri)
+    except Cancelled:
+        interrupted = not beat.cancel_requested.is_set()
+    except Exception as error:  # recorded by the runner: FAILED, message tag, traceback artifact
+        log.warning("job %s failed: %s: %s", run_id, type(error).__name__, error)
+    finally:
+        beat.stop()
+        free_device_memory()
+    if interrupted:
+        jobs.requeue(mlflow, slot.queue, mlflow.get_run(run_id),
+                     f"worker {slot.id} stopped", slot.settings.max_attempts, count=False)
+    log.info("job %s ended %s", run_id, mlflow.get_run(run_id).info.status)
+
+
+def free_device_memory() -> None:
+    """After a job (an OOM one above all), give its cached GPU memory back."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def serve_slot(slot_index: int) -> None:
+    """The child's loop: take a job, run it, repeat, until SIGTERM/SIGINT."""
+    global _slot
+    s = settings()
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
+    _slot = slot = Slot(worker_id(slot_index, os.getpid()), JobQueue(s), s, gpu=gpu)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: slot.stop.set())
+    import experiments.runner  # noqa: F401  (torch and the experiments, before the first job)
+
+    log.info("worker %s ready (%s), queue %s", slot.id, f"GPU {gpu}" if gpu else "CPU",
+             slot.queue.backend)
+    last_seen = 0.0
+    while not slot.stop.is_set():
+        if time.monotonic() - last_seen > s.heartbeat_seconds:
+            slot.queue.seen(slot.id, {"gpu": gpu, "job": None})
+            last_seen = time.monotonic()
+        task = slot.queue.take()
+        if task is None:
+            slot.stop.wait(s.poll_seconds)
+            continue
+        slot.queue.execute(task)
+        last_seen = 0.0
+    log.info("worker %s stopped", slot.id)
+
+
+# ---------------------------------------------------------------- the supervisor
+
+
+class Supervisor:
+    """Spawns and watches the slot processes of one machine."""
+
+    def __init__(self, s: Settings) -> None:
+        self.settings = s
+        self.slots = plan_slots(s)
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.stopping = threading.Event()
+
+    def spawn(self, index: int) -> None:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": self.slots[index] or ""}
+        self.procs[index] = subprocess.Popen(
+            [sys.executable, "-m", "service.worker", "--slot", str(index)], env=env)
+
+    def recover(self, index: int, proc: subprocess.Popen) -> None:
+        """A child died: its RUNNING job is re-queued now rather than after the stale time."""
+        dead = worker_id(index, proc.pid)
+        mlflow = client(self.settings.tracking_uri)
+        queue = JobQueue(self.settings)
+        running, _ = jobs.search(mlflow, status="RUNNING", limit=1000)
+        for run in running:
+            if run.data.tags.get(jobs.WORKER) == dead:
+                jobs.requeue(mlflow, queue, run, f"worker {dead} died (exit {proc.returncode})",
+                             self.settings.max_attempts)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        devices = ", ".join(f"GPU {gpu}" if gpu else "CPU" for gpu in self.slots)
+        print(f"phenolab worker: {len(self.slots)} slot(s) [{devices}]", flush=True)
+        for index in range(len(self.slots)):
+            self.spawn(index)
+        while not self.stopping.wait(0.5):
+            for index, proc in list(self.procs.items()):
+                if proc.poll() is None:
+                    continue
+                log.warning("worker slot %d (pid %d) exited with %s; restarting",
+                            index, proc.pid, proc.returncode)
+                try:
+                    self.recover(index, proc)
+                except Exception as error:  # the API's sweep will catch it later
+                    log.warning("could not re-queue the job of slot %d: %s", index, error)
+                time.sleep(RESPAWN_DELAY_SECONDS)
+                self.spawn(index)
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        """SIGTERM every child (each re-queues its job), then SIGKILL the ones that hang."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def supervise(s: Settings | None = None) -> int:
+    return Supervisor(s or settings()).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__)
+    p.add_argument("--slot", type=int, required=True, help="slot index (set by the supervisor)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a slot is stuck
+    serve_slot(args.slot)
+    return 0
+
+
+if __name__ == "__main__":  # run the imported module, so the Huey task sees this slot's state
+    from service.worker import main as slot_main
+
+    sys.exit(slot_main())

@@ -1,0 +1,139 @@
+"""Real lab processes for the service tests: the API under uvicorn and `phenolab worker`, each a
+subprocess on a free port, configured through the environment like a deployment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+# Tiny function-fit jobs: one small model, a few epochs — the cost is process and MLflow
+# overhead, not training. LONG never ends by itself (converge_tol=0), it is cancelled or killed.
+TINY = {"preset": "quick", "epochs": 20, "n_points": 32, "models": [[8]], "eval_every": 5}
+LONG = {**TINY, "epochs": 100_000, "converge_tol": 0.0}
+TOKEN = "s3cret-token"
+FAST_LIVENESS = {"PHENOLAB_HEARTBEAT_SECONDS": "0.5", "PHENOLAB_STALE_SECONDS": "4",
+                 "PHENOLAB_SWEEP_SECONDS": "1", "PHENOLAB_POLL_SECONDS": "0.2",
+                 "PHENOLAB_GPUS": "none"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def embedded_env(home: Path) -> dict[str, str]:
+    """What the `store` fixture sets, for a lab shared by a whole test module."""
+    (home / "mlruns").mkdir(parents=True, exist_ok=True)
+    return {"PHENOLAB_HOME": str(home),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"}
+
+
+class Lab:
+    def __init__(self, logs: Path, env: dict[str, str], token: str | None = None) -> None:
+        self.logs = logs
+        self.port = free_port()
+        self.env = {**os.environ, **FAST_LIVENESS, **env, "PHENOLAB_API_PORT": str(self.port)}
+        if token:
+            self.env["PHENOLAB_API_TOKEN"] = token
+        self.url = f"http://127.0.0.1:{self.port}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        self.api: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
+        self.starts = 0
+
+    def _spawn(self, command: str) -> subprocess.Popen:
+        self.starts += 1
+        log = open(self.logs / f"{command}-{self.starts}.log", "wb")  # noqa: SIM115
+        return subprocess.Popen([sys.executable, "-m", "service.cli", command], env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_api(self) -> None:
+        self.api = self._spawn("api")
+        self.until(lambda: self._healthy(), 60, "the API to answer /healthz")
+
+    def _healthy(self) -> bool:
+        try:
+            return self.http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def start_worker(self) -> None:
+        self.worker = self._spawn("worker")
+        self.until(lambda: self.http.get("/healthz").json()["workers"]["seen"] >= 1, 90,
+                   "a worker slot to report in")
+
+    @staticmethod
+    def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+        """Signal the process group (the worker's slots too) and reap it."""
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def close(self) -> None:
+        self.stop(self.worker)
+        self.stop(self.api)
+        self.http.close()
+
+    def submit(self, name: str = "function-fit", config: dict[str, Any] | None = None) -> str:
+        response = self.http.post(f"/experiments/{name}", json=TINY if config is None else config)
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait(self, job_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        def reached() -> bool:
+            found.update(self.job(job_id))
+            return found["status"] in statuses
+
+        self.until(reached, timeout, f"job {job_id} to be {'/'.join(statuses)}")
+        return found
+
+    def until(self, check, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.tails()}")
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+                         for log in sorted(self.logs.glob("*.log")))
+
+
+def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """An embedded lab (SQLite store + SQLite queue in a tmp dir) with its API running."""
+    home = tmp_path_factory.mktemp("lab")
+    lab = Lab(home, embedded_env(home), token=TOKEN)
+    lab.start_api()
+    yield lab
+    lab.close()
+
+
+def api_has_torch(pid: int) -> bool:
+    """Whether a live process has torch's shared libraries mapped (i.e. imported torch)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "libtorch" in maps or "/torch/" in maps

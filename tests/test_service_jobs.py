@@ -1,0 +1,139 @@
+"""Jobs end to end on real processes (uvicorn API, `phenolab worker`, MLflow on SQLite): a job
+runs and lands in MLflow; cancel queued and running jobs; a worker killed with -9 and an API
+restart lose no job. The sweep's give-up path is checked in-process."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.entities import RunTag
+from service_lab import LONG, TINY, Lab, api_has_torch
+
+from experiments.tracking import client
+from service import jobs
+from service.queue import JobQueue
+from service.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def working(lab: Lab) -> Iterator[Lab]:
+    """The session's lab with a worker (one CPU slot) running."""
+    lab.start_worker()
+    yield lab
+    lab.stop(lab.worker)
+
+
+def test_submitted_job_runs_in_a_worker_and_lands_in_mlflow(working: Lab) -> None:
+    job_id = working.submit()
+    job = working.wait(job_id, "FINISHED", "FAILED", timeout=120)
+    assert job["status"] == "FINISHED", job["error"]
+    assert "/slot0/pid" in job["worker"]
+    assert job["started"] and job["heartbeat"] and job["ended"] and job["attempt"] == 1
+    assert job["progress"]["total"] == TINY["epochs"] and job["progress"]["variant"] == "1-8-1"
+    [child] = job["children"]
+    assert child["status"] == "FINISHED" and child["metrics"]["final_train_loss"] > 0
+
+    mlflow = client(working.env["MLFLOW_TRACKING_URI"])
+    parent = mlflow.get_run(job_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["epochs"] == "20"
+    figures = {f.path: f.file_size for f in mlflow.list_artifacts(job_id, "figures")}
+    assert set(figures) == {"figures/loss.png", "figures/predictions.png"}
+    assert all(size > 1000 for size in figures.values())
+    history = mlflow.get_metric_history(child["id"], "train_loss")
+    assert [m.step for m in history] == list(range(5, 21, 5))
+
+    health = working.http.get("/healthz").json()
+    assert health["workers"]["seen"] >= 1 and health["status"] == "ok"
+    assert not api_has_torch(working.api.pid), "the API process imported torch"
+
+
+def test_cancel_queued_and_running_jobs(working: Lab) -> None:
+    running = working.submit(config=LONG)
+    working.wait(running, "RUNNING")
+    queued = working.submit()
+    assert working.http.post(f"/jobs/{queued}/cancel").json()["status"] == "KILLED"
+    assert working.http.post(f"/jobs/{running}/cancel").json()["status"] == "RUNNING"
+    job = working.wait(running, "KILLED", "FINISHED", "FAILED", timeout=30)
+    assert job["status"] == "KILLED" and job["cancel_requested"]
+    assert "cancelled" in job["error"]
+    working.until(lambda: working.http.get("/healthz").json()["queue"]["pending"] == 0, 20,
+                  "the worker to drop the cancelled job's message")
+    time.sleep(1)
+    never = working.job(queued)
+    assert never["status"] == "KILLED" and never["worker"] is None and never["children"] == []
+
+
+def test_killed_worker_and_restarted_api_lose_no_job(working: Lab) -> None:
+    lost = working.submit(config=LONG)
+    working.wait(lost, "RUNNING")
+    working.until(lambda: working.job(lost)["children"], 30, "the first variant's child run")
+    queued = working.submit()
+    working.stop(working.worker, signal.SIGKILL)  # the worker and its slot, as if the host died
+    working.stop(working.api)
+    working.start_api()  # a new API, with `queued` still in the queue and `lost` stale
+
+    requeued = working.wait(lost, "SCHEDULED", timeout=30)
+    assert requeued["attempt"] == 2 and "lost: no heartbeat" in requeued["requeued"]
+    assert requeued["children"] == []  # the lost attempt's child runs are discarded
+    working.start_worker()
+    assert working.wait(queued, "FINISHED", "FAILED", timeout=120)["status"] == "FINISHED"
+    again = working.wait(lost, "RUNNING", timeout=60)
+    assert again["attempt"] == 2
+    working.http.post(f"/jobs/{lost}/cancel")
+    assert working.wait(lost, "KILLED", "FAILED", timeout=30)["status"] == "KILLED"
+
+
+def test_sweep_requeues_a_stale_job_once_then_fails_it(store: str, tmp_path: Path) -> None:
+    s = Settings(queue_url=f"sqlite:///{tmp_path / 'queue.db'}", stale_seconds=30, max_attempts=2)
+    mlflow, queue = client(), JobQueue(s)
+    job_id = jobs.submit(mlflow, queue, "function-fit", TINY)["id"]
+
+    def taken_and_dead(attempt: int) -> None:
+        task = queue.take()
+        assert task.args == (job_id, attempt) and queue.take() is None
+        mlflow.log_batch(job_id, tags=[RunTag(jobs.HEARTBEAT, str(time.time() - 60)),
+                                       RunTag(jobs.WORKER, "host/slot0/pid1")])
+        mlflow.update_run(job_id, "RUNNING")
+
+    taken_and_dead(1)
+    orphan = mlflow.create_run(mlflow.get_run(job_id).info.experiment_id,
+                               tags={"mlflow.parentRunId": job_id}).info.run_id
+    assert jobs.sweep(mlflow, queue, s) == {"requeued": 1, "failed": 0, "enqueued": 0}
+    run = mlflow.get_run(job_id)
+    assert run.info.status == "SCHEDULED" and run.data.tags[jobs.ATTEMPT] == "2"
+    assert "worker host/slot0/pid1 lost: no heartbeat for 60 s" in run.data.tags[jobs.REQUEUED]
+    assert mlflow.get_run(orphan).info.lifecycle_stage == "deleted"
+    assert queue.pending_run_ids() == {job_id}
+
+    taken_and_dead(2)
+    assert jobs.sweep(mlflow, queue, s) == {"requeued": 0, "failed": 1, "enqueued": 0}
+    run = mlflow.get_run(job_id)
+    assert run.info.status == "FAILED" and queue.size() == 0
+    assert run.data.tags[jobs.ERROR].endswith("gave up after 2 attempt(s)")
+
+    fresh = jobs.submit(mlflow, queue, "function-fit", TINY)["id"]
+    queue.take()  # lost between the API and the queue: SCHEDULED but no message
+    assert jobs.sweep(mlflow, queue, s)["enqueued"] == 0  # not old yet
+    old = s.model_copy(update={"stale_seconds": 0.01})
+    assert jobs.sweep(mlflow, queue, old)["enqueued"] == 1
+    assert queue.pending_run_ids() == {fresh}
+
+
+def test_worker_skips_messages_of_superseded_attempts(store: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PHENOLAB_QUEUE_URL", f"sqlite:///{tmp_path / 'queue.db'}")
+    from service import worker
+
+    monkeypatch.setattr(worker, "_slot", None)
+    worker.settings.cache_clear()
+    mlflow = client()
+    job_id = jobs.submit(mlflow, JobQueue(Settings()), "function-fit", TINY)["id"]
+    mlflow.set_tag(job_id, jobs.ATTEMPT, "2")
+    worker.run_job(job_id, 1)
+    run = mlflow.get_run(job_id)
+    assert run.info.status == "SCHEDULED" and jobs.WORKER not in run.data.tags
+    worker.settings.cache_clear()
