@@ -4,6 +4,7 @@ restart lose no job. The sweep's give-up path is checked in-process."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -49,6 +50,35 @@ def test_submitted_job_runs_in_a_worker_and_lands_in_mlflow(working: Lab) -> Non
     health = working.http.get("/healthz").json()
     assert health["workers"]["seen"] >= 1 and health["status"] == "ok"
     assert not api_has_torch(working.api.pid), "the API process imported torch"
+
+
+def test_a_job_that_raises_is_failed_and_the_worker_takes_the_next(working: Lab) -> None:
+    # the worker's slot sees no GPU (PHENOLAB_GPUS=none), so asking for cuda raises in the job
+    broken = working.submit(config={**TINY, "device": "cuda"})
+    after = working.submit()
+    job = working.wait(broken, "FINISHED", "FAILED", timeout=60)
+    assert job["status"] == "FAILED"
+    assert job["error"] == "RuntimeError: device 'cuda' was requested but no CUDA device is visible"
+    mlflow = client(working.env["MLFLOW_TRACKING_URI"])
+    [trace] = mlflow.list_artifacts(broken, "errors")
+    text = Path(mlflow.download_artifacts(broken, trace.path)).read_text()
+    assert "Traceback" in text and "resolve_device" in text
+    assert working.wait(after, "FINISHED", "FAILED", timeout=120)["status"] == "FINISHED"
+
+
+def test_a_slot_killed_mid_job_is_replaced_and_the_job_runs_again(working: Lab) -> None:
+    # ~1,500 epochs: seconds of training, long enough to be killed in the middle
+    job_id = working.submit(config={**TINY, "epochs": 1500, "converge_tol": 0.0, "eval_every": 50})
+    working.until(lambda: (working.job(job_id).get("progress") or {}).get("done", 0) > 0, 60,
+                  "the job to report progress")
+    first = working.job(job_id)
+    slot_pid = int(first["worker"].rsplit("/pid", 1)[1])
+    os.kill(slot_pid, signal.SIGKILL)  # the slot dies, its supervisor lives on
+    job = working.wait(job_id, "FINISHED", "FAILED", timeout=120)
+    assert job["status"] == "FINISHED", job["error"]
+    assert job["attempt"] == 2 and f"pid{slot_pid} died (exit -9)" in job["requeued"]
+    assert job["worker"] != first["worker"] and len(job["children"]) == 1
+    assert job["progress"]["done"] == 1500
 
 
 def test_cancel_queued_and_running_jobs(working: Lab) -> None:
