@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from experiments import registry
 from experiments.configs import build_config
-from experiments.tracking import home
+from experiments.tracking import client, home
 from service.settings import Settings, settings
 
 EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 3}
@@ -82,20 +82,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    for entry in registry.entries().values():
-        if args.json:
-            continue
-        print(f"{entry.name:20s} {entry.title}")
-        print(f"    {entry.description}")
+    entries = registry.entries().values()
+    if args.json:
+        print(json.dumps([e.describe() for e in entries], indent=2))
+        return 0
+    for entry in entries:
+        print(f"{entry.name:20s} {entry.title}\n    {entry.description}")
         schema = entry.config_cls.model_json_schema()["properties"]
         for key, value in entry.config_cls().model_dump(mode="json").items():
-            print(f"    --set {key}={json.dumps(value)}  ({schema[key].get('description', '')})"
-                  if schema[key].get("description") else f"    --set {key}={json.dumps(value)}")
+            note = schema[key].get("description")
+            print(f"    --set {key}={json.dumps(value)}" + (f"  ({note})" if note else ""))
         if entry.presets:
             print(f"    presets: {json.dumps(entry.presets)}")
         print()
-    if args.json:
-        print(json.dumps([e.describe() for e in registry.entries().values()], indent=2))
     return 0
 
 
@@ -131,9 +130,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return supervise(Settings(**overrides) if overrides else settings())
 
 
+def prepare_store(s: Settings) -> None:
+    """Create a database store's tables here, once, before the API, the workers and the UI
+    start: three processes migrating a fresh SQLite file at once fail with "table already
+    exists"."""
+    if s.tracking_uri.startswith(("http:", "https:", "databricks")):
+        return
+    home().mkdir(parents=True, exist_ok=True)
+    client(s.tracking_uri).search_experiments(max_results=1)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """API, workers and MLflow UI as child processes; Ctrl-C / SIGTERM stops all three."""
     s = settings()
+    prepare_store(s)
     me = [sys.executable, "-m", "service.cli"]
     parts = {"api": subprocess.Popen([*me, "api"]), "worker": subprocess.Popen([*me, "worker"]),
              "ui": subprocess.Popen(ui_command(s))}
