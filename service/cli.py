@@ -214,7 +214,7 @@ def follow(http, job_id: str, name: str) -> str:
                 bar.update(round(100 * progress["fraction"]) - bar.n)
             if job["status"] not in ("SCHEDULED", "RUNNING"):
                 if job.get("error"):
-                    bar.write(f"error: {job['error']}")
+                    bar.write(f"error: {job['error']}", file=sys.stderr)
                 return job["status"]
             time.sleep(1.0)
 
