@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
 from experiments import plots
@@ -34,6 +34,7 @@ from experiments.models import count_params, mlp
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec, seeded, train
 
+Flat = Callable[[Tensor], Tensor]  # a function of the flat parameters θ [P]
 Update = Callable[[Tensor], tuple[Tensor, Tensor]]  # θ [N, P] → (next θ, ‖∇L(θ)‖ [N])
 LABELS = {"grad_norm": "min ‖∇L‖²", "newton": "Newton", "levenberg_marquardt": "Levenberg–Marquardt"}
 
@@ -44,7 +45,7 @@ def repetition_seeds(seed: int, count: int) -> list[int]:
     return torch.randint(0, 2**31 - 1, (count,), generator=generator).tolist()
 
 
-def minimize_grad_norm(loss: Callable[[Tensor], Tensor], lr: float) -> Update:
+def minimize_grad_norm(loss: Flat, lr: float) -> Update:
     """Adam steps on ‖∇L(θ)‖² (its gradient 2·H·∇L by double backprop), every model at once."""
     def objective(theta: Tensor) -> tuple[Tensor, Tensor]:
         square = torch.func.grad(loss)(theta).pow(2).sum()
@@ -66,7 +67,7 @@ def minimize_grad_norm(loss: Callable[[Tensor], Tensor], lr: float) -> Update:
     return update
 
 
-def newton(loss: Callable[[Tensor], Tensor]) -> Update:
+def newton(loss: Flat) -> Update:
     """Full Newton steps θ ← θ − H⁺∇L towards the nearest critical point of any kind (minimum,
     saddle, maximum), with the pseudo-inverse H⁺ where H is singular; no damping, so a step
     may overshoot — the instability the seed 002 report describes."""
@@ -80,12 +81,32 @@ def newton(loss: Callable[[Tensor], Tensor]) -> Update:
     return update
 
 
-def levenberg_marquardt(residuals: Callable[[Tensor], Tensor], damping: float) -> Update:
-    """Levenberg–Marquardt on L = mean(r²), r = f(x; θ) − y: δ = −(JᵀJ + λI)⁻¹Jᵀr with J the
-    Jacobian of r; a step is kept only where it lowers L (then λ ← λ/10, else λ ← 10·λ), so
-    each model descends towards a minimum. λ is per model."""
+def residual_functions(module: nn.Module, data: Split) -> tuple[Flat, Flat]:
+    """r(θ) = f(x_i; θ) − y_i over every training point ([n], the MSE loss is mean(r²)) and its
+    Jacobian ∂r/∂θ ([n, P]), both at the flat parameters θ [P]. The Jacobian is taken one
+    point at a time (per-point gradients, vmapped over the points): output i depends on θ only
+    through point i, so this costs about one batched backward pass, where `jacrev` of r would
+    take n full-batch backward passes and `jacfwd` P forward ones."""
+    layout = FlatLayout(module)
+
+    def one(theta: Tensor, x: Tensor) -> Tensor:
+        return functional_call(module, layout.unflatten(theta), (x.unsqueeze(0),)).reshape(())
+
+    def values(theta: Tensor) -> Tensor:
+        return torch.vmap(one, in_dims=(None, 0))(theta, data.x) - data.y.reshape(-1)
+
+    def jacobian(theta: Tensor) -> Tensor:
+        return torch.vmap(torch.func.grad(one), in_dims=(None, 0))(theta, data.x)
+
+    return values, jacobian
+
+
+def levenberg_marquardt(residuals: Flat, jacobian: Flat, damping: float) -> Update:
+    """Levenberg–Marquardt on L = mean(r²), r = `residuals`(θ) with Jacobian J =
+    `jacobian`(θ): δ = −(JᵀJ + λI)⁻¹Jᵀr; a step is kept only where it lowers L (then
+    λ ← λ/10, else λ ← 10·λ), so each model descends towards a minimum. λ is per model."""
     values = torch.vmap(residuals)
-    jacobians = torch.vmap(torch.func.jacrev(residuals))
+    jacobians = torch.vmap(jacobian)
     lam: dict[str, Tensor] = {}
 
     def update(theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -125,16 +146,16 @@ def descend(update: Update, theta: Tensor, max_steps: int, threshold: float,
     return theta, steps
 
 
-def phase_two(method: str, config: Config, loss: Callable[[Tensor], Tensor],
-              residuals: Callable[[Tensor], Tensor]) -> tuple[Update, int]:
+def phase_two(method: str, config: Config, loss: Flat,
+              residuals: tuple[Flat, Flat]) -> tuple[Update, int]:
     if method == "grad_norm":
         return minimize_grad_norm(loss, config.grad_norm_lr), config.grad_norm_steps
     if method == "newton":
         return newton(loss), config.second_order_steps
-    return levenberg_marquardt(residuals, config.damping), config.second_order_steps
+    return levenberg_marquardt(*residuals, config.damping), config.second_order_steps
 
 
-def examine(loss: Callable[[Tensor], Tensor], theta: Tensor, config: Config) -> dict[str, Tensor]:
+def examine(loss: Flat, theta: Tensor, config: Config) -> dict[str, Tensor]:
     """Everything the experiment says about the points θ [N, P] reached."""
     eigs = eigenvalues(hessian(loss, theta))
     grad = gradient_norm(loss, theta)
@@ -209,9 +230,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     start = layout.flatten(stack_module_state(models)[0]).detach()
     loss = flat_loss(models[0], data, "mse")
 
-    def residuals(theta: Tensor) -> Tensor:
-        return (functional_call(models[0], layout.unflatten(theta), (data.x,)) - data.y).squeeze(-1)
-
+    residuals = residual_functions(models[0], data)
     tracker.log_series("phase1_loss", per_model(loss, start).tolist(), range(len(seeds)))
     points: dict[str, dict[str, Tensor]] = {}
     for index, method in enumerate(config.methods):

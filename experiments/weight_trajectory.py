@@ -1,0 +1,157 @@
+"""HW1-2 Optimization, part 1: visualize the optimization process.
+
+The same MLP is trained on MNIST several times from different seeds (the "training events",
+trained together as one vmap ensemble). Every few epochs each event's weights are kept; PCA
+fitted over all kept points draws the paths in 2-D, once for the first layer and once for the
+whole model. Each event starts somewhere else and walks off in its own direction: the paths do
+not meet, though the accuracies written along them end up alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from experiments import plots
+from experiments.configs.weight_trajectory import Config
+from experiments.context import RunContext
+from experiments.data import Dataset, Split, load_dataset
+from experiments.measures import evaluate_stacked, weight_pca
+from experiments.models import mlp
+from experiments.tracking import Tracker
+from experiments.train import EvalEvent, TrainSpec, seeded
+from experiments.variants import Outcome, Variant, run_variants
+
+Params = dict[str, Tensor]
+VIEWS = {"first_layer": "first layer", "whole_model": "whole model"}
+
+
+@dataclass
+class Point:
+    """One event's weights at one epoch, with the test metrics of exactly those weights."""
+
+    epoch: int
+    weights: Params
+    test_acc: float
+    test_loss: float
+
+
+@dataclass
+class Collector:
+    """The `on_eval` hook: keeps every event's weights (on the CPU) at epoch 0 (added from the
+    initial models), at every `every`-th epoch and at the last epoch. `first` is the index of
+    the event that is model 0 of the ensemble being trained."""
+
+    every: int
+    last: int
+    points: dict[int, list[Point]] = field(default_factory=dict)
+
+    def add(self, event: int, point: Point) -> None:
+        self.points.setdefault(event, []).append(point)
+
+    def hook(self, first: int) -> Callable[[EvalEvent], None]:
+        def collect(e: EvalEvent) -> None:
+            if e.epoch % self.every and e.epoch != self.last:
+                return
+            for row, model in enumerate(e.active):
+                weights = {k: v.cpu() for k, v in e.state_dict(model).items()}
+                m = e.metrics[row]
+                self.add(first + model, Point(e.epoch, weights, m.get("test_acc", float("nan")),
+                                              m.get("test_loss", float("nan"))))
+        return collect
+
+
+def first_layer(module: nn.Module) -> list[str]:
+    """Names of the first layer's parameters (its weight and bias): those sharing the module
+    prefix of the first parameter."""
+    names = [name for name, _ in module.named_parameters()]
+    prefix = names[0].rsplit(".", 1)[0]
+    return [n for n in names if n.rsplit(".", 1)[0] == prefix]
+
+
+def flat(points: list[Point], names: list[str]) -> Tensor:
+    """The weights `names` of every point as one row each: [len(points), D]."""
+    return torch.stack([torch.cat([p.weights[n].flatten() for n in names]) for p in points])
+
+
+def initial_points(build: Callable[[], nn.Module], seeds: list[int], collector: Collector,
+                   data: Split, device: str) -> None:
+    """Epoch 0: the events' initial weights (built exactly as `run_variants` builds them) and
+    their test metrics, evaluated all at once."""
+    models = seeded(build, seeds, device)
+    stacked = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
+               for k, _ in models[0].named_parameters()}
+    loss, acc = evaluate_stacked(models[0], stacked, data)
+    for i, model in enumerate(models):
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        collector.add(i, Point(0, weights, acc[i].item(), loss[i].item()))
+
+
+def train_events(config: Config, tracker: Tracker, ctx: RunContext, variants: list[Variant],
+                 data: Dataset, spec: TrainSpec, collector: Collector) -> list[Outcome]:
+    """All events as one ensemble, or (`together=False`) one after the other, each with its
+    own child run; the collector sees every evaluation."""
+    batches = [variants] if config.together else [[v] for v in variants]
+    outcomes: list[Outcome] = []
+    for batch in batches:
+        outcomes += run_variants(tracker, ctx, batch, data.train, spec, together=True,
+                                 evals={"test": data.test}, on_eval=collector.hook(len(outcomes)))
+    return outcomes
+
+
+def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
+    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    in_dim = data.train.x[0].numel()
+
+    def build() -> nn.Module:
+        return mlp(in_dim, config.hidden, data.n_classes)
+
+    seeds = [config.seed + i for i in range(config.events)]
+    variants = [Variant(f"event {i + 1}", build, s, {"event": i + 1, "hidden": config.hidden})
+                for i, s in enumerate(seeds)]
+    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
+                     epochs=config.epochs)
+    collector = Collector(config.collect_every, config.epochs)
+    initial_points(build, seeds, collector, data.test, ctx.device)
+    start = time.perf_counter()
+    outcomes = train_events(config, tracker, ctx, variants, data, spec, collector)
+    train_seconds = time.perf_counter() - start
+
+    for index, outcome in enumerate(outcomes):
+        outcome.run.snapshots({f"epoch_{p.epoch:04d}": p.weights for p in collector.points[index]})
+
+    order = [(i, p) for i in range(len(outcomes)) for p in collector.points[i]]
+    everything = [p for _, p in order]
+    names = {"first_layer": first_layer(build()),
+             "whole_model": [n for n, _ in build().named_parameters()]}
+    coords, explained = {}, {}
+    for view, keys in names.items():
+        coords[view], explained[view] = weight_pca(flat(everything, keys))
+    rows = [{"event": i + 1, "seed": seeds[i], "epoch": p.epoch, "test_acc": p.test_acc,
+             "test_loss": p.test_loss,
+             **{f"{view}_pc{c + 1}": coords[view][j, c].item() for view in coords for c in (0, 1)}}
+            for j, (i, p) in enumerate(order)]
+    tracker.table("pca_points", rows)
+
+    for view, label in VIEWS.items():
+        paths, notes = {}, {}
+        for i, variant in enumerate(variants):
+            mine = [r for r in rows if r["event"] == i + 1]
+            paths[variant.name] = ([r[f"{view}_pc1"] for r in mine], [r[f"{view}_pc2"] for r in mine])
+            notes[variant.name] = [f"{r['test_acc']:.2f}" for r in mine]
+        ratio = explained[view].tolist()
+        tracker.figure(plots.trajectories(
+            paths, notes, xlabel=f"PC 1 ({ratio[0]:.0%} of variance)",
+            ylabel=f"PC 2 ({ratio[1]:.0%} of variance)",
+            title=f"{config.dataset}: weights of the {label} every {config.collect_every} epochs, "
+                  f"{config.events} events (labels: test accuracy)"), f"trajectory_{view}")
+
+    finals = [o.final.get("test_acc", float("nan")) for o in outcomes]
+    tracker.summary({"train_seconds": train_seconds, "points": len(order),
+                     "mean_final_test_acc": sum(finals) / len(finals),
+                     **{f"{view}_explained_variance": float(explained[view].sum())
+                        for view in names}})

@@ -1,0 +1,273 @@
+"""HW1-2 Optimization: the measures on cases with known answers (quadratics, a linear fit),
+and each experiment end to end on a tiny config, read back from MLflow."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+import experiments
+from experiments import measures
+from experiments.data import Split
+from experiments.minimal_ratio import (
+    levenberg_marquardt,
+    minimize_grad_norm,
+    newton,
+    residual_functions,
+)
+from experiments.models import mlp
+from experiments.train import TrainSpec, seeded, train
+from experiments.weight_trajectory import first_layer
+
+
+def quadratic(a: torch.Tensor, b: torch.Tensor):
+    """L(θ) = ½ θᵀAθ + bᵀθ: Hessian A, gradient Aθ + b, critical point −A⁻¹b."""
+    return lambda theta: 0.5 * theta @ a @ theta + b @ theta
+
+
+def rotated(diagonal: list[float], seed: int = 0) -> torch.Tensor:
+    """Q diag(d) Qᵀ with a random orthogonal Q: a symmetric matrix with eigenvalues d."""
+    generator = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(diagonal), len(diagonal), generator=generator,
+                                       dtype=torch.float64))
+    return q @ torch.diag(torch.tensor(diagonal, dtype=torch.float64)) @ q.T
+
+
+def _children(client: MlflowClient, run_id: str) -> dict[str, object]:
+    parent = client.get_run(run_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def _figures(client: MlflowClient, run_id: str) -> dict[str, int]:
+    return {f.path: f.file_size for f in client.list_artifacts(run_id, "figures")}
+
+
+def _csv(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> list[dict[str, str]]:
+    with open(client.download_artifacts(run_id, path, str(tmp_path))) as f:
+        return list(csv.DictReader(f))
+
+
+# --- minimal-ratio: the measures --------------------------------------------------------------
+
+def test_hessian_of_a_quadratic_is_its_matrix_at_every_point() -> None:
+    a = rotated([3.0, 1.0, -2.0, 0.5])
+    b = torch.tensor([1.0, -1.0, 0.0, 2.0], dtype=torch.float64)
+    thetas = torch.randn(3, 4, dtype=torch.float64)
+    h = measures.hessian(quadratic(a, b), thetas)
+    assert h.shape == (3, 4, 4)
+    torch.testing.assert_close(h, a.expand(3, 4, 4))
+    torch.testing.assert_close(measures.eigenvalues(h[0]),
+                               torch.tensor([-2.0, 0.5, 1.0, 3.0], dtype=torch.float64))
+    torch.testing.assert_close(measures.gradient_norm(quadratic(a, b), thetas),
+                               (thetas @ a + b).norm(dim=1))
+
+
+@pytest.mark.parametrize(("diagonal", "ratio"), [([1.0, 2.0, 3.0, 4.0], 1.0),
+                                                 ([1.0, 2.0, 3.0, -1.0], 0.75),
+                                                 ([1.0, -2.0, 3.0, -4.0], 0.5),
+                                                 ([-1.0, -2.0, -3.0, -4.0], 0.0)])
+def test_minimal_ratio_is_the_fraction_of_positive_hessian_eigenvalues(diagonal: list[float],
+                                                                      ratio: float) -> None:
+    loss = quadratic(rotated(diagonal), torch.zeros(4, dtype=torch.float64))
+    eigs = measures.eigenvalues(measures.hessian(loss, torch.zeros(4, dtype=torch.float64)))
+    assert measures.minimal_ratio(eigs).item() == ratio
+
+
+def test_sampling_minimal_ratio_at_a_minimum_a_maximum_and_a_known_saddle() -> None:
+    zero = torch.zeros(3, dtype=torch.float64)
+    minimum = quadratic(rotated([1.0, 2.0, 3.0]), zero)
+    assert measures.sampling_minimal_ratio(minimum, zero, samples=200).item() == 1.0
+    maximum = quadratic(-torch.eye(3, dtype=torch.float64), zero)
+    assert measures.sampling_minimal_ratio(maximum, zero, samples=200).item() == 0.0
+    # L = ½(x² + y² − z²) rises where z² < x² + y², i.e. |z| < 1/√2 on the unit sphere, where z is
+    # uniform on [−1, 1] (Archimedes): a fraction 1/√2 of the directions
+    saddle = quadratic(torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)), zero)
+    ratio = measures.sampling_minimal_ratio(saddle, zero, samples=20_000, radius=0.1)
+    assert abs(ratio.item() - 1 / math.sqrt(2)) < 0.015
+    stacked = measures.sampling_minimal_ratio(saddle, torch.zeros(2, 3, dtype=torch.float64),
+                                              samples=500)
+    assert stacked.shape == (2,)
+
+
+# --- minimal-ratio: reaching a point of zero gradient -----------------------------------------
+
+def test_newton_jumps_to_the_critical_point_of_a_quadratic_even_a_saddle() -> None:
+    a = rotated([2.0, -1.0, 0.5])
+    b = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    start = torch.randn(4, 3, dtype=torch.float64)
+    after, norm = newton(quadratic(a, b))(start)
+    torch.testing.assert_close(after, (-torch.linalg.solve(a, b)).expand(4, 3))
+    torch.testing.assert_close(norm, (start @ a + b).norm(dim=1))
+
+
+def test_minimizing_the_gradient_norm_drives_it_towards_zero() -> None:
+    a = rotated([2.0, -1.0, 0.5])
+    loss = quadratic(a, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    theta = torch.randn(2, 3, dtype=torch.float64)
+    first = measures.gradient_norm(loss, theta)
+    update = minimize_grad_norm(loss, lr=0.05)
+    for _ in range(300):
+        theta, _ = update(theta)
+    assert (measures.gradient_norm(loss, theta) < first / 20).all()
+
+
+def test_levenberg_marquardt_fits_a_line_with_the_exact_jacobian() -> None:
+    x = torch.linspace(0, 1, 9, dtype=torch.float64).unsqueeze(1)
+    data = Split(x, 2 * x + 1)
+    line = mlp(1, [], 1).double()  # y = w·x + b: θ = (w, b)
+    residuals, jacobian = residual_functions(line, data)
+    theta = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    torch.testing.assert_close(residuals(theta), 0.5 * x[:, 0] - 1 - data.y[:, 0])
+    torch.testing.assert_close(jacobian(theta), torch.cat([x, torch.ones_like(x)], 1))
+    update = levenberg_marquardt(residuals, jacobian, damping=1e-3)
+    thetas = theta.expand(2, 2).clone()
+    for _ in range(10):
+        thetas, norm = update(thetas)
+    torch.testing.assert_close(thetas, torch.tensor([[2.0, 1.0]] * 2, dtype=torch.float64))
+    assert (norm < 1e-6).all()
+
+
+# --- minimal-ratio: end to end -----------------------------------------------------------------
+
+TINY_RATIO = {"repetitions": 4, "epochs": 100, "n_points": 64, "grad_norm_steps": 20,
+              "second_order_steps": 10, "samples": 50}
+
+
+def test_minimal_ratio_logs_every_repetition_per_method(store: str, tmp_path: Path) -> None:
+    run_id = experiments.run("minimal-ratio", TINY_RATIO, preset="quick")
+    client = MlflowClient(store)
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    assert len(client.get_metric_history(run_id, "phase1_loss")) == 4
+    children = _children(client, run_id)
+    assert children.keys() == {"grad_norm", "levenberg_marquardt"}
+    for method, child in children.items():
+        child_id = child.info.run_id
+        assert child.data.params["n_params"] == "61"  # 1-6-6-1
+        ratios = client.get_metric_history(child_id, "minimal_ratio")
+        assert sorted(m.step for m in ratios) == [0, 1, 2, 3]
+        eig_rows = _csv(client, child_id, "tables/eigenvalues.csv", tmp_path / method)
+        assert len(eig_rows) == 4
+        by_rep = {m.step: m.value for m in ratios}
+        for row in eig_rows:
+            eigs = [float(row[f"eig_{j}"]) for j in range(61)]
+            assert eigs == sorted(eigs)
+            assert by_rep[int(row["repetition"])] == pytest.approx(sum(e > 0 for e in eigs) / 61)
+        reps = _csv(client, child_id, "tables/repetitions.csv", tmp_path / f"{method}-r")
+        assert all(float(r["grad_norm"]) > 0 and 0 <= float(r["sampling_minimal_ratio"]) <= 1
+                   for r in reps)
+        reached = sum(float(r["reached"]) for r in reps)
+        assert parent.data.metrics[f"{method}.n_reached"] == reached
+    figures = _figures(client, run_id)
+    assert figures.keys() == {"figures/minimal_ratio_vs_loss.png"}
+    assert min(figures.values()) > 10_000
+
+
+# --- gradient-norm ------------------------------------------------------------------------------
+
+def test_recorded_gradient_norm_is_that_of_the_mean_batch_loss_by_hand() -> None:
+    """One full-batch step of y = w·x + b on MSE: ∂L/∂w = 2·mean(r·x), ∂L/∂b = 2·mean(r) with
+    r = w·x + b − y, at the weights before the step; two models trained as one ensemble each
+    get their own."""
+    x = torch.tensor([[0.0], [1.0], [2.0]])
+    data = Split(x, 3 * x - 1)
+    models = seeded(lambda: mlp(1, [], 1), [0, 1], "cpu")
+    expected = []
+    for model in models:
+        w, b = model[1].weight.item(), model[1].bias.item()
+        r = w * x[:, 0] + b - data.y[:, 0]
+        expected.append(math.hypot(2 * (r * x[:, 0]).mean().item(), 2 * r.mean().item()))
+        expected_loss = r.pow(2).mean().item()
+    results = train(models, data, TrainSpec(optimizer="sgd", lr=0.01, epochs=1, loss="mse",
+                                            record_steps=True), seeds=[0, 1])
+    assert [r.steps["grad_norm"][0] for r in results] == pytest.approx(expected, rel=1e-5)
+    assert results[1].steps["step_loss"][0] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_gradient_norm_logs_every_iteration_of_both_tasks(store: str, mnist_dir: Path) -> None:
+    run_id = experiments.run("gradient-norm", {"function_steps": 120, "mnist_steps": 30,
+                                               "train_subset": 500, "n_points": 64,
+                                               "function_hidden": [16], "mnist_hidden": [16]},
+                             preset="quick")
+    client = MlflowClient(store)
+    children = _children(client, run_id)
+    assert children.keys() == {"function: sinc", "mnist"}
+    for name, steps in (("function: sinc", 120), ("mnist", 30)):
+        child_id = children[name].info.run_id
+        for key in ("grad_norm", "step_loss"):
+            history = client.get_metric_history(child_id, key)
+            assert sorted(m.step for m in history) == list(range(1, steps + 1))
+            assert all(m.value > 0 and math.isfinite(m.value) for m in history)
+    mnist_losses = sorted(client.get_metric_history(children["mnist"].info.run_id, "step_loss"),
+                          key=lambda m: m.step)
+    assert mnist_losses[0].value == pytest.approx(math.log(10), rel=0.2)  # chance at the start
+    assert mnist_losses[-1].value < mnist_losses[0].value
+    figures = _figures(client, run_id)
+    assert figures.keys() == {"figures/function_grad_norm.png", "figures/mnist_grad_norm.png"}
+    assert min(figures.values()) > 10_000
+
+
+# --- weight-trajectory ----------------------------------------------------------------------------
+
+TINY_TRAJECTORY = {"events": 3, "epochs": 4, "collect_every": 2, "train_subset": 300,
+                   "test_subset": 200, "hidden": [8], "batch_size": 50}
+
+
+def test_first_layer_is_the_first_linear_weight_and_bias() -> None:
+    assert first_layer(mlp(784, [8, 8], 10)) == ["1.weight", "1.bias"]
+
+
+def test_weight_trajectory_keeps_snapshots_and_projects_all_points(store: str, mnist_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    run_id = experiments.run("weight-trajectory", TINY_TRAJECTORY)
+    client = MlflowClient(store)
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    children = _children(client, run_id)
+    assert children.keys() == {"event 1", "event 2", "event 3"}
+    initial = {}
+    for name, child in children.items():
+        child_id = child.info.run_id
+        assert child.data.params["seed"] == str(int(name.split()[1]) - 1)
+        assert [m.step for m in client.get_metric_history(child_id, "test_acc")] == [1, 2, 3, 4]
+        files = [f.path for f in client.list_artifacts(child_id, "snapshots")]
+        assert files == [f"snapshots/epoch_{e:04d}.safetensors" for e in (0, 2, 4)]
+        weights = load_file(client.download_artifacts(child_id, files[0], str(tmp_path / name)))
+        assert weights["1.weight"].shape == (8, 784)
+        initial[name] = weights["1.weight"]
+        last = load_file(client.download_artifacts(child_id, files[-1], str(tmp_path / name)))
+        assert not torch.equal(last["1.weight"], weights["1.weight"])  # it trained
+    torch.manual_seed(0)  # event 1 starts from the init of seed 0
+    assert torch.equal(initial["event 1"], mlp(784, [8], 10)[1].weight.detach())
+    rows = _csv(client, run_id, "tables/pca_points.csv", tmp_path)
+    assert len(rows) == 9  # 3 events × epochs 0, 2, 4
+    for view in ("first_layer", "whole_model"):
+        coords = torch.tensor([[float(r[f"{view}_pc1"]), float(r[f"{view}_pc2"])] for r in rows])
+        torch.testing.assert_close(coords.mean(0), torch.zeros(2), atol=1e-4, rtol=0)  # centred
+        assert coords[:, 0].var() >= coords[:, 1].var()  # PC 1 explains the most
+    assert 0 < parent.data.metrics["whole_model_explained_variance"] <= 1
+    figures = _figures(client, run_id)
+    assert figures.keys() == {"figures/trajectory_first_layer.png",
+                              "figures/trajectory_whole_model.png"}
+    assert min(figures.values()) > 10_000
+
+
+def test_weight_trajectory_one_by_one_matches_the_ensemble(store: str, mnist_dir: Path) -> None:
+    config = {**TINY_TRAJECTORY, "events": 2, "epochs": 2, "collect_every": 1}
+    client = MlflowClient(store)
+    losses_by_mode = []
+    for together in (True, False):
+        run_id = experiments.run("weight-trajectory", {**config, "together": together})
+        children = _children(client, run_id)
+        losses_by_mode.append({name: [m.value for m in sorted(
+            client.get_metric_history(c.info.run_id, "test_loss"), key=lambda m: m.step)]
+            for name, c in children.items()})
+    for name, losses in losses_by_mode[0].items():
+        assert losses == pytest.approx(losses_by_mode[1][name], rel=1e-4)
