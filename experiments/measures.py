@@ -24,17 +24,20 @@ def _weights(model: nn.Module) -> tuple[Params, Params]:
 
 def per_sample_input_gradients(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 1024) -> Tensor:
     """∂ℓ_i/∂x_i for every sample i, where ℓ_i is the cross-entropy of sample i's own logits
-    against its own label, at the model's current weights. Same shape as `x`. Computed with
-    `vmap(grad(...))` over chunks of samples — not the input-gradient of a batch-mean loss,
-    which would be 1/B times smaller."""
+    against its own label, at the model's current weights. Same shape as `x`.
+
+    One backward pass per chunk of samples, no per-sample loop: the gradient of the SUM
+    Σ_i ℓ_i w.r.t. the whole batch of inputs, whose row i is exactly ∂ℓ_i/∂x_i because ℓ_i
+    depends on x_i alone (the model treats samples independently — no batch statistics).
+    Not the input-gradient of the batch-MEAN loss, which would be 1/B times smaller."""
     params, buffers = _weights(model)
 
-    def loss_one(xi: Tensor, yi: Tensor) -> Tensor:
-        out = functional_call(model, (params, buffers), (xi.unsqueeze(0),))
-        return F.cross_entropy(out, yi.unsqueeze(0))
+    def summed(xb: Tensor, yb: Tensor) -> Tensor:
+        out = functional_call(model, (params, buffers), (xb,))
+        return F.cross_entropy(out, yb, reduction="sum")
 
-    per_sample = torch.vmap(torch.func.grad(loss_one))
-    return torch.cat([per_sample(x[s:s + chunk], y[s:s + chunk]) for s in range(0, len(x), chunk)])
+    grad = torch.func.grad(summed)
+    return torch.cat([grad(x[s:s + chunk], y[s:s + chunk]) for s in range(0, len(x), chunk)])
 
 
 def sensitivity(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 1024) -> Tensor:

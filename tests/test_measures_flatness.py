@@ -34,6 +34,19 @@ def test_sensitivity_of_softmax_regression_is_the_closed_form() -> None:
     assert batch.grad.flatten(1).norm(dim=1).mean() < expected / 10
 
 
+def test_input_gradients_of_an_mlp_are_each_samples_own() -> None:
+    """The one-backward-pass gradient of the summed loss gives, row by row, the gradient each
+    sample would get alone (a nonlinear model, so rows could only mix if samples interacted)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    x, y = torch.randn(5, 2, 3, dtype=torch.float64), torch.randint(0, 3, (5,))
+    grads = measures.per_sample_input_gradients(model, x, y, chunk=4)
+    for i in range(len(x)):
+        xi = x[i:i + 1].clone().requires_grad_()
+        F.cross_entropy(model(xi), y[i:i + 1]).backward()
+        torch.testing.assert_close(grads[i], xi.grad[0])
+
+
 def test_jacobian_sensitivity_of_softmax_regression() -> None:
     model, x, _ = softmax_regression(1)
     w, b = model[1].weight.detach(), model[1].bias.detach()
