@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
@@ -72,26 +73,30 @@ def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]],
               right: tuple[str, Sequence[float]] | Mapping[str, Sequence[float]], *, xlabel: str,
               left_label: str, title: str, logx: bool = False, logy: bool = False,
               right_label: str | None = None) -> Figure:
-    """Several curves on the left axis (log scale with `logy`) against one — `(label, y)` — or
-    several — `{label: y}`, axis named `right_label` — on a second y axis (e.g. sensitivity)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, y in left.items():
-        ax.plot(x, y, "o-", label=label)
-    ax.set(xlabel=xlabel, ylabel=left_label, title=title)
+    """Several curves on the left axis (solid, log scale with `logy`) against one — `(label,
+    y)` — or several — `{label: y}`, axis named `right_label` — on a second y axis (dashed,
+    e.g. sensitivity). The k-th right curve takes the k-th left curve's colour, so give both in
+    the same order (train, test); the legend sits below the axes, clear of the data."""
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, y), color in zip(left.items(), colors):
+        ax.plot(x, y, "o-", color=color, label=label)
+    ax.set(xlabel=xlabel, ylabel=f"{left_label} (solid)", title=title)
     if logx:
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
     other = ax.twinx()
     rights = dict([right]) if isinstance(right, tuple) else right
-    for (label, y), style in zip(rights.items(), ("s--", "^:", "v-.", "d--")):
-        other.plot(x, y, style, color="tab:red", label=label)
-    other.set_ylabel(right_label or next(iter(rights)), color="tab:red")
+    for (label, y), color in zip(rights.items(), colors):
+        other.plot(x, y, "s--", color=color, label=label, alpha=0.85)
+    other.set_ylabel(f"{right_label or next(iter(rights))} (dashed)")
     handles = ax.get_legend_handles_labels()
     extra = other.get_legend_handles_labels()
-    ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8)
+    fig.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8, loc="lower center",
+               ncol=2, frameon=False)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
@@ -120,13 +125,17 @@ def panels(grid: Mapping[str, Series], *, xlabel: str, ylabel: str, title: str,
 Samples = tuple[Sequence[int], Sequence[Sequence[float]]]
 
 
-def histograms(grid: Mapping[str, Mapping[str, Samples]], *, title: str, bins: int = 60) -> Figure:
+def histograms(grid: Mapping[str, Mapping[str, Samples]], *, title: str, bins: int = 60,
+               notes: Mapping[tuple[str, str], str] | None = None) -> Figure:
     """TensorBoard's histogram view as a figure: one panel per `grid[row][column]` = (steps,
     values at each step), e.g. rows = layers, columns = weights / biases / activations. Each
     panel is a ridgeline: one peak-normalised histogram per recorded step (at most `bins` bins,
     fewer for few values, lightly smoothed), time running down the y axis (early = dark, at the
     top; late = light, in front). The x range is the central 99.8% of the panel's values over
-    all steps, so one outlier does not flatten the rest."""
+    all steps, so one outlier does not flatten the rest. Each panel is labelled with the
+    standard deviation at the first and last step (so "did it move?" reads without squinting),
+    "all = c" when every value at every step is c, and `notes[row, column]` when given (an x
+    label, below the panel, so it never hides a histogram)."""
     columns = list(dict.fromkeys(column for row in grid.values() for column in row))
     fig, axes = plt.subplots(len(grid), len(columns), figsize=(3.9 * len(columns), 2.9 * len(grid)),
                              squeeze=False)
@@ -135,19 +144,20 @@ def histograms(grid: Mapping[str, Mapping[str, Samples]], *, title: str, bins: i
             if column not in cells:
                 ax.axis("off")
                 continue
-            _ridgeline(ax, *cells[column], bins=bins)
+            _ridgeline(ax, *cells[column], bins=bins, note=(notes or {}).get((row, column)))
             ax.set_title(f"{row} · {column}", fontsize=9)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 
 def _ridgeline(ax: plt.Axes, steps: Sequence[int], samples: Sequence[Sequence[float]],
-               bins: int, height: float = 2.5) -> None:
+               bins: int, height: float = 2.5, note: str | None = None) -> None:
     values = [np.asarray(v, dtype=float).ravel() for v in samples]
     finite = np.concatenate(values)
     finite = finite[np.isfinite(finite)]
     lo, hi = np.percentile(finite, [0.1, 99.9]) if finite.size else (0.0, 1.0)
+    constant = finite.size > 0 and finite.min() == finite.max()
     if hi - lo < 1e-6 * max(1.0, abs(lo)):  # a spike (e.g. zero init): give it some width
         pad = max(1e-3, 0.05 * abs(lo))
         lo, hi = lo - pad, hi + pad
@@ -167,6 +177,11 @@ def _ridgeline(ax: plt.Axes, steps: Sequence[int], samples: Sequence[Sequence[fl
     ax.set_xlim(lo, hi)
     ax.set_ylabel("step", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+    first, last = (np.nanstd(v) if v.size else np.nan for v in (values[0], values[-1]))
+    label = f"all = {finite[0]:.3g}" if constant else f"std {first:.3g} → {last:.3g}"
+    ax.set_xlabel(label + (f" · {note}" if note else ""), fontsize=7.5)
 
 
 def scatter_panels(grid: Mapping[str, Series], *, ylabel: str, title: str,

@@ -27,6 +27,7 @@ from experiments.train import EvalEvent, TrainSpec, epochs_for, seeded
 from experiments.variants import Outcome, Variant, run_variants
 
 PLURAL = {"weight": "weights", "bias": "biases"}
+SAME = 1e-6  # unit spread below this = identical units (float rounding, not symmetry breaking)
 
 
 def inits(config: Config) -> list[tuple[str, str, float]]:
@@ -105,6 +106,53 @@ def histogram_grid(records: list[dict[str, Any]]) -> dict[str, dict[str, plots.S
     return grid
 
 
+def movement(first: list[float], last: list[float]) -> str:
+    """How far the recorded values moved from the first to the last record (the same fixed
+    subset of entries each time): root-mean-square change, relative to the first RMS when
+    that is not 0. A layer whose weights stay put (vanishing gradient) reads ~0%."""
+    a, b = torch.tensor(first), torch.tensor(last)
+    change = (b - a).pow(2).mean().sqrt().item()
+    scale = a.pow(2).mean().sqrt().item()
+    if change == 0:
+        return "did not move"
+    return f"moved {change / scale:.1%} (rms)" if scale > 0 else f"moved {change:.2g} (rms)"
+
+
+def activity(metrics: dict[str, float], label: str, activation: str) -> str:
+    """The last record's saturated (sigmoid/tanh) or dead (relu) fraction of a layer, and
+    whether all its units are still identical (the zero-init symmetry)."""
+    word = "dead" if activation == "relu" else "saturated"
+    text = f"{word} {metrics[f'saturation/{label}']:.0%}"
+    spread = metrics[f"unit_spread/{label}"]
+    return text + (", units identical" if spread < SAME else "")
+
+
+def histogram_notes(records: list[dict[str, Any]], activation: str) -> dict[tuple[str, str], str]:
+    """A one-line reading per histogram panel: movement of weights and biases, saturation of
+    activations (see `movement`, `activity`)."""
+    first, last = records[0], records[-1]
+    return {(layer, kind): activity(last["metrics"], layer, activation) if kind == "activations"
+            else movement(first["hist"][layer, kind], last["hist"][layer, kind])
+            for layer, kind in first["hist"]}
+
+
+def activation_grid(outcomes: list[Outcome], records: dict[str, list[dict[str, Any]]],
+                    activation: str) -> tuple[dict[str, dict[str, plots.Samples]],
+                                              dict[tuple[str, str], str]]:
+    """Activation histograms of every init side by side: grid[init][layer] and its notes —
+    the one figure that shows saturation growing with the variance."""
+    grid: dict[str, dict[str, plots.Samples]] = {}
+    notes: dict[tuple[str, str], str] = {}
+    for outcome in outcomes:
+        init, rows = outcome.variant.params["init_name"], records[outcome.variant.name]
+        by_kind = histogram_grid(rows)
+        grid[init] = {layer: kinds["activations"] for layer, kinds in by_kind.items()
+                      if "activations" in kinds}
+        notes.update({(init, layer): activity(rows[-1]["metrics"], layer, activation)
+                      for layer in grid[init]})
+    return grid, notes
+
+
 def metric_panels(outcomes: list[Outcome], records: dict[str, list[dict[str, Any]]],
                   prefix: str) -> dict[str, plots.Series]:
     """One panel per metric `prefix/<layer>`, one curve per init, for `plots.panels`."""
@@ -165,8 +213,13 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
                                         xlabel="step", ylabel=ylabel, columns=4,
                                         title=f"{activation}: {prefix.replace('_', ' ')} per layer"),
                            f"{prefix}_{activation}")
+        grid, notes = activation_grid(outcomes, records, activation)
+        tracker.figure(plots.histograms(grid, notes=notes, title=(
+            f"{activation}: activations per init (rows) and layer (columns) over steps")),
+            f"activations_{activation}")
         for outcome in outcomes:
             name = outcome.variant.name
             tracker.figure(plots.histograms(histogram_grid(records[name]),
+                                            notes=histogram_notes(records[name], activation),
                                             title=f"{name}: weights, biases, activations over steps"),
                            f"histograms/{name}")
