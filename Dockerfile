@@ -36,6 +36,9 @@ COPY --from=build /wheels /tmp/wheels
 COPY deploy/healthcheck.py /usr/local/bin/phenolab-healthcheck
 RUN pip install --no-deps --no-index /tmp/wheels/*.whl && rm -rf /tmp/wheels \
  && phenolab list > /dev/null
+# What the NVIDIA container toolkit mounts into a container given GPUs (`docker run --gpus`):
+# CUDA's driver libraries and nvidia-smi. The CPU-only services are given no GPU, so none is used.
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER phenolab
 WORKDIR /var/lib/phenolab
 EXPOSE 8000 5000

@@ -164,7 +164,9 @@ def test_worker_reserves_the_gpus_without_replicas(env_file: Path) -> None:
     worker = resolved(env_file)["services"]["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert len(devices) == 1
-    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert devices[0]["driver"] == "nvidia"
+    # `compute` brings CUDA's libraries in: with [gpu] plus `utility` alone, torch sees no GPU.
+    assert {"gpu", "compute", "utility"} <= set(devices[0]["capabilities"])
     assert devices[0].get("count") in ("all", -1)  # one worker owns every GPU, pins each job
     assert worker["deploy"].get("replicas") in (None, 1)  # replicas with count 1 share GPU 0
 
@@ -212,6 +214,7 @@ def test_dockerfile_builds_one_pinned_non_root_image() -> None:
     assert re.search(r"^USER (?!root|0\b)\S+", final, re.M)
     assert re.search(r"^HEALTHCHECK .*phenolab-healthcheck", final, re.M)
     assert not re.search(r"apt-get install.*(gcc|build-essential)", final)
+    assert re.search(r"^ENV NVIDIA_DRIVER_CAPABILITIES=\S*compute", final, re.M)
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(deps)
     assert "pyproject.toml" in text  # the image installs exactly those pins

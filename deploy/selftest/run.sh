@@ -43,7 +43,7 @@ done
 set -a; . "$HERE/selftest.env"; set +a
 export SELFTEST_API=http://127.0.0.1:$PHENOLAB_API_PORT SELFTEST_MLFLOW=http://127.0.0.1:$MLFLOW_PORT
 export SELFTEST_TOKEN=$PHENOLAB_API_TOKEN
-PSQL=(psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt)
+PSQL=(env PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt)
 REDIS=(redis-cli -h 127.0.0.1 -p 6379 -n "$SELFTEST_REDIS_DB")
 
 declare -a TIMINGS=()

@@ -45,8 +45,9 @@ def api(path: str, body: dict[str, Any] | None = None) -> Any:
     return json.loads(request(API + path, body, TOKEN))
 
 
-def mlflow(path: str, **query: Any) -> Any:
-    return json.loads(request(f"{MLFLOW}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}"))
+def mlflow(endpoint: str, **query: Any) -> Any:
+    """GET one of the MLflow server's REST endpoints."""
+    return json.loads(request(f"{MLFLOW}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"))
 
 
 def submit() -> str:
