@@ -8,6 +8,7 @@ import csv
 import io
 import os
 import platform
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -19,6 +20,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from experiments.configs import ExperimentConfig, flatten
 
@@ -43,6 +46,20 @@ def artifact_root(uri: str) -> str | None:
     if uri.startswith("sqlite:"):
         return (home() / "artifacts").as_uri()
     return None
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    """The embedded SQLite store runs in WAL mode with synchronous=NORMAL: several processes
+    share the file (API, worker slots, MLflow UI), WAL lets readers go on while one writes, and
+    a commit costs no fsync — a job submission is three MLflow commits, ~2x faster this way.
+    A killed process loses nothing; only an OS crash can lose the last commits. (WAL needs a
+    local disk, not NFS.)"""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
 
 
 def client(uri: str | None = None) -> MlflowClient:
