@@ -36,7 +36,10 @@ class TrainSpec:
     stops when its training loss has not improved by that relative amount over
     `converge_patience` evaluations. `lr_scale` gives model i the learning rate
     `lr * lr_scale[i]` by scaling its loss before the backward pass: exact for the linear
-    optimizers (sgd, momentum), so the adaptive ones reject it."""
+    optimizers (sgd, momentum), so the adaptive ones reject it. A model diverges when its
+    mini-batch loss turns NaN/inf, or, with `diverge_above`, exceeds that value: a loss that
+    blew up by orders of magnitude but stays finite (ReLU nets at huge learning rates explode,
+    then die and sit at a finite loss) counts as diverged too."""
 
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -52,6 +55,7 @@ class TrainSpec:
     momentum: float = 0.9
     eval_chunk: int = 8192
     lr_scale: list[float] | None = None
+    diverge_above: float | None = None
 
 
 @dataclass
@@ -303,8 +307,10 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
             if spec.loss == "cross_entropy":
                 running_acc += per_model_accuracy(out.detach(), yb)
             since += 1
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached),
-                                    step, first_bad)
+            bad = ~torch.isfinite(detached)
+            if spec.diverge_above is not None:
+                bad |= detached > spec.diverge_above
+            first_bad = torch.where((first_bad < 0) & bad, step, first_bad)
             if spec.record_steps:
                 records["step_loss"].append(detached)
                 norms = grad_norms(stack.params)
