@@ -50,16 +50,26 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     for split_name, split in splits.items():
         loss, acc = measures.evaluate_stacked(m1.model, line, split)
         values[f"{split_name}_loss"], values[f"{split_name}_acc"] = loss.tolist(), acc.tolist()
-    steps = [round(100 * a) for a in alphas]  # MLflow steps are integers: step = 100·α
+    # MLflow steps are integers, so the α axis is logged as step = round(100·α) (α = 0.1 →
+    # step 10): the chart's x axis reads as α in percent; the exact α go into a table
+    steps = [round(100 * a) for a in alphas]
     for key, ys in values.items():
         tracker.log_series(f"interp_{key}", ys, steps)
+    tracker.tags({"interp_step": "round(100*alpha)"})
+    tracker.table("interpolation", [{"alpha": a, **{k: v[i] for k, v in values.items()}}
+                                    for i, a in enumerate(alphas)])
 
     names = f"α=0: {m1.variant.name}, α=1: {m2.variant.name}"
-    tracker.figure(plots.twin_axes(
+    fig = plots.twin_axes(
         alphas, {f"{s} cross-entropy": values[f"{s}_loss"] for s in splits},
         {f"{s} accuracy": values[f"{s}_acc"] for s in splits}, xlabel="α", logy=True,
         left_label="cross-entropy (log scale)", right_label="accuracy",
-        title=f"{config.dataset}: θ(α) = (1−α)θ1 + αθ2\n{names}"), "interpolation")
+        title=f"{config.dataset}: θ(α) = (1−α)θ1 + αθ2\n{names}")
+    for a, label in ((0.0, "m1"), (1.0, "m2")):
+        fig.axes[0].axvline(a, color="gray", linestyle=":", linewidth=1)
+        fig.axes[0].annotate(label, (a, 1), xycoords=("data", "axes fraction"),
+                             xytext=(3, -12), textcoords="offset points", color="gray")
+    tracker.figure(fig, "interpolation")
     at = {a: i for i, a in enumerate(alphas)}
     tracker.summary({f"{key}_at_{name}": values[key][at[a]]
                      for key in values for name, a in (("m1", 0.0), ("m2", 1.0))})

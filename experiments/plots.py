@@ -17,14 +17,18 @@ Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
 
 
 def lines(series: Series, *, xlabel: str, ylabel: str, title: str, logy: bool = False,
-          logx: bool = False, markers: Mapping[str, tuple[float, float]] | None = None) -> Figure:
-    """Curves y(x), one per label; `markers` marks one point per label (e.g. a stop)."""
+          logx: bool = False, markers: Mapping[str, tuple[float, float]] | None = None,
+          vlines: Mapping[str, float] | None = None) -> Figure:
+    """Curves y(x), one per label; `markers` marks one point per label (e.g. a stop);
+    `vlines` draws a labelled dashed vertical line at each x (e.g. where training stopped)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, (x, y) in series.items():
         ax.plot(x, y, label=label, linewidth=1.4)
     for label, (x, y) in (markers or {}).items():
         ax.plot([x], [y], "kx", markersize=10)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    for (label, x), style in zip((vlines or {}).items(), ("--", ":", "-.")):
+        ax.axvline(x, color="0.3", linestyle=style, linewidth=1.1, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     if logy:
         ax.set_yscale("log")

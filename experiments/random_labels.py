@@ -51,10 +51,12 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     tracker.figure(plots.lines({s: outcome.series(f"{s}_loss") for s in ("train", "test")},
                                xlabel="epoch", ylabel="cross-entropy", title=title, logy=True),
                    "loss")
-    epochs = outcome.series("train_acc")[0]
-    curves = {s: outcome.series(f"{s}_acc") for s in ("train", "test")}
-    curves["chance"] = (epochs, [1 / data.n_classes] * len(epochs))
-    tracker.figure(plots.lines(curves, xlabel="epoch", ylabel="accuracy", title=title), "accuracy")
+    curves = {f"{s} ({'shuffled' if s == 'train' else 'true'} labels)": outcome.series(f"{s}_acc")
+              for s in ("train", "test")}
+    fig = plots.lines(curves, xlabel="epoch", ylabel="accuracy", title=title)
+    fig.axes[0].axhline(1 / data.n_classes, color="gray", linestyle="--", label="chance")
+    fig.axes[0].legend(fontsize=8)
+    tracker.figure(fig, "accuracy")
     changed = (labels != data.train.y).float().mean().item()
     tracker.summary({"labels_changed": changed, "final_train_acc": outcome.final["train_acc"],
                      "final_test_acc": outcome.final["test_acc"],

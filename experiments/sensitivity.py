@@ -55,6 +55,12 @@ def by_batch_size(outcomes: Sequence[Outcome],
     return sizes, [sum(groups[s]) / len(groups[s]) for s in sizes]
 
 
+def rows(outcomes: Sequence[Outcome], measured: Sequence[dict[str, float]]) -> list[dict]:
+    """One table row per model: its batch size and seed, final metrics and measures."""
+    return [{"variant": o.variant.name, "batch_size": o.variant.params["batch_size"],
+             "seed": o.variant.seed, **o.final, **m} for o, m in zip(outcomes, measured)]
+
+
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data, outcomes = train_batch_sizes(config, tracker, ctx)
     train_part = data.train.head(config.measure_subset)
@@ -70,6 +76,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
         host = {k: v.item() for k, v in values.items()}
         outcome.run.summary(host)
         results.append({**outcome.final, **host})
+    tracker.table("sensitivity", rows(outcomes, results))
 
     def column(key: str) -> list[float]:
         return by_batch_size(outcomes, [r[key] for r in results])[1]
@@ -78,11 +85,12 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     for key in ("sensitivity", "sensitivity_train", "train_loss", "test_loss", "train_acc",
                 "test_acc", *(["jacobian_sensitivity"] if config.jacobian else [])):
         tracker.log_series(f"{key}_by_batch_size", column(key), sizes)  # step = batch size
-    right = {"sensitivity (test)": column("sensitivity"),
-             "sensitivity (train)": column("sensitivity_train")}
+    right = {"sensitivity (train)": column("sensitivity_train"),  # same order as the left
+             "sensitivity (test)": column("sensitivity")}
     for metric, label in (("loss", "cross-entropy"), ("acc", "accuracy")):
         tracker.figure(plots.twin_axes(
             sizes, {f"{s} {label}": column(f"{s}_{metric}") for s in ("train", "test")}, right,
-            xlabel="batch size", left_label=label, right_label="sensitivity ‖∂ℓ/∂x‖_F",
-            logx=True, title=f"{config.dataset}: {label} and sensitivity vs batch size"),
+            xlabel="batch size", left_label=label, logx=True,
+            right_label=r"sensitivity $\|\partial\ell_i/\partial x_i\|_F$ (mean over samples)",
+            title=f"{config.dataset}: {label} and sensitivity vs batch size"),
             f"{'accuracy' if metric == 'acc' else 'loss'}_sensitivity")

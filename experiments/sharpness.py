@@ -14,7 +14,7 @@ import torch
 from experiments import measures, plots
 from experiments.configs.sharpness import Config
 from experiments.context import RunContext
-from experiments.sensitivity import by_batch_size, train_batch_sizes
+from experiments.sensitivity import by_batch_size, rows, train_batch_sizes
 from experiments.tracking import Tracker
 
 MEASURES = {"profile_sharpness": "profile sharpness: L(t=r) − L(0)",
@@ -47,6 +47,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
         profiles[outcome.variant.name] = (ts.tolist(), profile.tolist())
         results.append(host)
 
+    tracker.table("sharpness", rows(outcomes, results))
     space = "input" if config.profile_space == "inputs" else "weight"
     tracker.figure(plots.lines(profiles, xlabel=f"t: distance along the normalized {space} gradient",
                                ylabel="train cross-entropy", logy=True,
@@ -55,9 +56,11 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     for key, label in MEASURES.items():
         sizes, means = by_batch_size(outcomes, [r[key] for r in results])
         tracker.log_series(f"{key}_by_batch_size", means, sizes)  # step = batch size
-        grid[label] = {"per batch size": (sizes, means)}
+        grid[label] = {f"mean of {config.repeats} seed(s)": (sizes, means)}
     fig = plots.panels(grid, xlabel="batch size", ylabel="", title=f"{config.dataset}: sharpness "
                        f"vs batch size (ε={config.epsilon:g}, r={config.profile_radius:g})")
     for ax in fig.axes:
         ax.set_xscale("log")
+        for line in ax.lines:
+            line.set_marker("o")
     tracker.figure(fig, "sharpness_vs_batch_size")

@@ -4,8 +4,11 @@ per-batch-size measures)."""
 
 from __future__ import annotations
 
+import csv
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,6 +34,12 @@ def _children(client: MlflowClient, run_id: str) -> dict[str, object]:
     parent = client.get_run(run_id)
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     return {r.info.run_name: r for r in runs}
+
+
+def _table(client: MlflowClient, run_id: str, name: str, tmp_path: Path) -> list[dict[str, str]]:
+    path = client.download_artifacts(run_id, f"tables/{name}.csv", str(tmp_path))
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def _figures(client: MlflowClient, run_id: str) -> dict[str, int]:
@@ -61,6 +70,27 @@ def test_random_labels_logs_epoch_curves_against_shuffled_labels(store: str, mni
     figures = _figures(client, run_id)
     assert figures.keys() == {"figures/loss.png", "figures/accuracy.png"}
     assert min(figures.values()) > 10_000
+
+
+def test_random_labels_runs_on_cifar10(store: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CIFAR-10 option: a tiny set of random images in CIFAR's own pickle format."""
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8),
+                 "labels": (np.arange(8) % 10).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list("0123456789")}))
+    monkeypatch.setenv("PHENOLAB_DATA_DIR", str(tmp_path / "cifar"))
+    run_id = experiments.run("random-labels", {"dataset": "cifar10", "hidden": [16], "epochs": 2,
+                                               "train_subset": None})
+    client = MlflowClient(store)
+    assert client.get_run(run_id).data.params["dataset"] == "cifar10"
+    (child,) = _children(client, run_id).values()
+    assert int(child.data.params["n_params"]) == mlp_params(3 * 32 * 32, [16], 10)
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "test_acc")] == [1, 2]
 
 
 def test_param_count_defaults_span_two_orders_of_magnitude() -> None:
@@ -120,6 +150,10 @@ def test_interpolation_endpoints_reproduce_the_saved_models(store: str, mnist_di
             own = F.cross_entropy(model(test.x), test.y).item()
         assert by_step[step] == pytest.approx(own, rel=1e-5)
     assert _figures(client, run_id).keys() == {"figures/interpolation.png"}
+    assert client.get_run(run_id).data.tags["interp_step"] == "round(100*alpha)"
+    table = _table(client, run_id, "interpolation", tmp_path)
+    assert [float(r["alpha"]) for r in table] == alphas.tolist()
+    assert float(table[2]["test_loss"]) == pytest.approx(by_step[0])
 
 
 def test_sensitivity_defaults_and_bounds() -> None:
@@ -130,7 +164,8 @@ def test_sensitivity_defaults_and_bounds() -> None:
         build_config(SensitivityConfig, None, {"batch_sizes": [0, 64]})
 
 
-def test_sensitivity_per_batch_size_children_and_figures(store: str, mnist_dir: Path) -> None:
+def test_sensitivity_per_batch_size_children_and_figures(store: str, mnist_dir: Path,
+                                                         tmp_path: Path) -> None:
     run_id = experiments.run("sensitivity", {**TINY, "batch_sizes": [8, 32, 300], "repeats": 2,
                                              "measure_subset": 100, "jacobian": True})
     client = MlflowClient(store)
@@ -145,10 +180,17 @@ def test_sensitivity_per_batch_size_children_and_figures(store: str, mnist_dir: 
     assert sorted(m.step for m in history) == [8, 32, 300]
     assert _figures(client, run_id).keys() == {"figures/loss_sensitivity.png",
                                                "figures/accuracy_sensitivity.png"}
+    table = _table(client, run_id, "sensitivity", tmp_path)
+    assert sorted((int(r["batch_size"]), int(r["seed"])) for r in table) == \
+        [(b, s) for b in (8, 32, 300) for s in (0, 1)]
+    by_name = {r["variant"]: r for r in table}
+    for name, child in children.items():
+        assert float(by_name[name]["sensitivity"]) == pytest.approx(child.data.metrics["sensitivity"])
 
 
 @pytest.mark.parametrize("space", ["inputs", "weights"])
-def test_sharpness_measures_per_batch_size(store: str, mnist_dir: Path, space: str) -> None:
+def test_sharpness_measures_per_batch_size(store: str, mnist_dir: Path, space: str,
+                                           tmp_path: Path) -> None:
     run_id = experiments.run("sharpness", {**TINY, "batch_sizes": [16, 300], "measure_subset": 100,
                                            "profile_space": space, "profile_steps": 2,
                                            "power_iters": 3, "ascent_steps": 2})
@@ -163,3 +205,6 @@ def test_sharpness_measures_per_batch_size(store: str, mnist_dir: Path, space: s
     assert sorted(m.step for m in history) == [16, 300]
     assert _figures(client, run_id).keys() == {"figures/profiles.png",
                                                "figures/sharpness_vs_batch_size.png"}
+    table = _table(client, run_id, "sharpness", tmp_path)
+    assert sorted(int(r["batch_size"]) for r in table) == [16, 300]
+    assert all(float(r["top_eigenvalue"]) > 0 for r in table)

@@ -40,4 +40,5 @@ class Config(ExperimentConfig):
     train_subset: TrainSubset | None = 10_000
     test_subset: TestSubset | None = None
 
-    PRESETS: ClassVar = {"quick": {"epochs": 3, "train_subset": 1000, "test_subset": 1000}}
+    # quick: 500 random labels are memorised (train accuracy 1.0) in ~25 epochs of 4 steps
+    PRESETS: ClassVar = {"quick": {"epochs": 25, "train_subset": 500, "test_subset": 1000}}
