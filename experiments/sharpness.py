@@ -18,6 +18,7 @@ from experiments.sensitivity import by_batch_size, rows, train_batch_sizes
 from experiments.tracking import Tracker
 
 MEASURES = {"profile_sharpness": "profile sharpness: L(t=r) − L(0)",
+            "profile_sharpness_back": "seed 002's sharpness: L(t=−r) − L(0)",
             "epsilon_sharpness": "ε-sharpness (%)",
             "top_eigenvalue": "Hessian top eigenvalue"}
 
@@ -35,7 +36,8 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
         params = {name: p.detach() for name, p in model.named_parameters()}
         loss = measures.split_loss(model, split)
         profile = profile_of(model, split, ts)
-        values = {"profile_sharpness": profile[-1] - profile[k],
+        values = {"profile_sharpness": profile[-1] - profile[k],  # uphill: t = +r
+                  "profile_sharpness_back": profile[0] - profile[k],  # seed 002's t = −r
                   "epsilon_sharpness": measures.epsilon_sharpness(loss, params, config.epsilon,
                                                                   config.ascent_steps),
                   "top_eigenvalue": measures.top_hessian_eigenvalue(loss, params,
@@ -57,7 +59,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
         sizes, means = by_batch_size(outcomes, [r[key] for r in results])
         tracker.log_series(f"{key}_by_batch_size", means, sizes)  # step = batch size
         grid[label] = {f"mean of {config.repeats} seed(s)": (sizes, means)}
-    fig = plots.panels(grid, xlabel="batch size", ylabel="", title=f"{config.dataset}: sharpness "
+    fig = plots.panels(grid, xlabel="batch size", ylabel="", columns=2, title=f"{config.dataset}: sharpness "
                        f"vs batch size (ε={config.epsilon:g}, r={config.profile_radius:g})")
     for ax in fig.axes:
         ax.set_xscale("log")

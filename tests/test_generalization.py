@@ -197,7 +197,8 @@ def test_sharpness_measures_per_batch_size(store: str, mnist_dir: Path, space: s
     client = MlflowClient(store)
     for child in _children(client, run_id).values():
         metrics = child.data.metrics
-        assert {"top_eigenvalue", "epsilon_sharpness", "profile_sharpness"} <= metrics.keys()
+        assert {"top_eigenvalue", "epsilon_sharpness", "profile_sharpness",
+                "profile_sharpness_back"} <= metrics.keys()
         assert metrics["epsilon_sharpness"] >= 0
         profile = client.get_metric_history(child.info.run_id, "profile_loss")
         assert sorted(m.step for m in profile) == [-250, -125, 0, 125, 250]  # step = 100·t

@@ -17,9 +17,11 @@ class Config(BatchSizeStudy):
     examples (mean cross-entropy): the 1-D loss profile along the normalized gradient direction
     (seed 002's bonus: each input moved along its own normalized input gradient; or the weights
     along the normalized weight gradient) with `profile_sharpness` = loss(t=radius) −
-    loss(0); ε-sharpness (Keskar et al. 2017, % rise of the max loss in the box |δ_i| ≤
-    ε(|θ_i|+1), by projected ascent); the Hessian's top eigenvalue by power iteration on
-    Hessian-vector products. Figures: the profiles, and the three measures vs batch size."""
+    loss(0), the rise at a fixed step uphill, and `profile_sharpness_back` = loss(t=−radius) −
+    loss(0), the point seed 002 took (its "sharpness" at step −2.5); ε-sharpness (Keskar
+    et al. 2017, % rise of the max loss in the box |δ_i| ≤ ε(|θ_i|+1), by projected ascent);
+    the Hessian's top eigenvalue by power iteration on Hessian-vector products.
+    Figures: the profiles, and the measures vs batch size."""
 
     profile_space: Literal["inputs", "weights"] = "inputs"
     profile_radius: float = Field(2.5, gt=0.0, le=100.0, description="profile spans t in [−r, r]")
