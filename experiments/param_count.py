@@ -36,7 +36,9 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     for metric, label, logy in (("loss", "cross-entropy", True), ("acc", "accuracy", False)):
         curves = {s: (n_params, [o.final[f"{s}_{metric}"] for o in outcomes])
                   for s in ("train", "test")}
-        tracker.figure(plots.lines(curves, xlabel="number of parameters", ylabel=label, logx=True,
-                                   logy=logy, title=f"{config.dataset}: {label} vs #parameters"),
-                       "accuracy_vs_params" if metric == "acc" else "loss_vs_params")
+        fig = plots.lines(curves, xlabel="number of parameters", ylabel=label, logx=True,
+                          logy=logy, title=f"{config.dataset}: {label} vs #parameters")
+        for line in fig.axes[0].lines:
+            line.set_marker("o")  # one point per model
+        tracker.figure(fig, "accuracy_vs_params" if metric == "acc" else "loss_vs_params")
     tracker.summary({"min_params": min(n_params), "max_params": max(n_params)})
