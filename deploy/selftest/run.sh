@@ -95,6 +95,7 @@ log "free disk under $WORK: ${free_gb} GB (need $MIN_FREE_GB: the image is ~7 GB
 [ "$free_gb" -ge "$MIN_FREE_GB" ] || die "not enough free disk"
 command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq bc >/dev/null; }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 # ---------------------------------------------------------------- engine
 phase engine
