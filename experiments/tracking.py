@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sqlalchemy import event
@@ -93,8 +93,15 @@ def create_job_run(name: str, config: ExperimentConfig, mlflow: MlflowClient | N
     )
     run_id = run.info.run_id
     log_params(mlflow, run_id, flatten(config))
-    mlflow.update_run(run_id, status="SCHEDULED")
+    set_status(mlflow, run_id, "SCHEDULED")
     return run_id
+
+
+def set_status(mlflow: MlflowClient, run_id: str, status: str) -> None:
+    """`MlflowClient.update_run(run_id, status)` without the whole-run read it does first (tags,
+    params, metrics, inputs): one write. A fifth of the cost of submitting a job on SQLite."""
+    mlflow._tracking_client.store.update_run_info(
+        run_id, RunStatus.from_string(status), end_time=None, run_name=None)
 
 
 def log_params(mlflow: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
