@@ -1,0 +1,85 @@
+"""HW1-2 timings (issue acceptance): (a) `weight-trajectory`'s training events trained as one
+vmap ensemble vs one after the other (`together=false`), same config otherwise — the wall
+seconds of the training itself (the run's `train_seconds`) and of the whole run, and the
+speed-up; (b) `minimal-ratio` at its defaults (100 repetitions), wall seconds of the whole run.
+Each run goes to a throw-away MLflow store. CPU seconds and the load average are printed too:
+on a shared machine wall time also measures the neighbours.
+
+    PHENOLAB_DATA_DIR=../shared/data .venv/bin/python bench/bench_optimization.py \
+        [--epochs N] [--train-subset N] [--events N] [--skip-trajectory] [--skip-minimal-ratio]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+from mlflow.tracking import MlflowClient
+
+import experiments
+
+
+def timed(name: str, config: dict[str, Any]) -> tuple[float, float, dict[str, float]]:
+    """Run one experiment in a fresh store: (wall s, CPU s of this process, parent metrics)."""
+    with tempfile.TemporaryDirectory() as home:
+        os.makedirs(f"{home}/mlruns")
+        uri = f"sqlite:///{home}/mlruns/mlflow.db"
+        os.environ.update({"PHENOLAB_HOME": home, "MLFLOW_TRACKING_URI": uri})
+        wall, cpu = time.perf_counter(), time.process_time()
+        run_id = experiments.run(name, config)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return wall, cpu, MlflowClient(uri).get_run(run_id).data.metrics
+
+
+def load() -> str:
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def trajectory(args: argparse.Namespace) -> None:
+    config: dict[str, Any] = {"events": args.events}
+    if args.epochs is not None:
+        config["epochs"] = args.epochs
+    if args.train_subset is not None:
+        config["train_subset"] = args.train_subset
+    print(f"weight-trajectory, defaults but {config or 'nothing'} ({load()})")
+    results = {}
+    for together in (True, False):
+        wall, cpu, metrics = timed("weight-trajectory", {**config, "together": together})
+        results[together] = (metrics["train_seconds"], wall)
+        label = "one ensemble" if together else "one by one  "
+        print(f"  {label}: training {metrics['train_seconds']:7.1f} s, whole run {wall:7.1f} s "
+              f"wall, {cpu:7.1f} s CPU; mean final test acc {metrics['mean_final_test_acc']:.4f}")
+    print(f"  speed-up of the ensemble: training {results[False][0] / results[True][0]:.2f}x, "
+          f"whole run {results[False][1] / results[True][1]:.2f}x  ({load()})")
+
+
+def minimal_ratio() -> None:
+    print(f"minimal-ratio at its defaults ({load()})")
+    wall, cpu, metrics = timed("minimal-ratio", {})
+    print(f"  100 repetitions: {wall:.1f} s wall, {cpu:.1f} s CPU ({load()})")
+    for key in sorted(metrics):
+        if "." in key:
+            print(f"  {key} = {metrics[key]:.4g}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=None, help="weight-trajectory epochs")
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--events", type=int, default=8)
+    parser.add_argument("--skip-trajectory", action="store_true")
+    parser.add_argument("--skip-minimal-ratio", action="store_true")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    if not args.skip_trajectory:
+        trajectory(args)
+    if not args.skip_minimal_ratio:
+        minimal_ratio()
+
+
+if __name__ == "__main__":
+    main()
