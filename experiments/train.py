@@ -318,9 +318,12 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
             if step >= max_steps:
                 break
             if spec.eval_unit == "step" and step % spec.eval_every == 0:
+                before = list(active)
                 evaluate(epoch)
                 if not active:
                     break
+                if batch < n and len(active) < len(before):  # stopped mid-epoch: drop its order
+                    order = order[[before.index(m) for m in active]]
         if active and (step >= max_steps or (spec.eval_unit == "epoch"
                                              and epoch % spec.eval_every == 0)):
             evaluate(epoch)
