@@ -35,7 +35,9 @@ from experiments.tracking import Tracker
 from experiments.train import TrainSpec, seeded, train
 
 Flat = Callable[[Tensor], Tensor]  # a function of the flat parameters θ [P]
-Update = Callable[[Tensor], tuple[Tensor, Tensor]]  # θ [N, P] → (next θ, ‖∇L(θ)‖ [N])
+# (θ of the models still moving [M, P], their indices [M]) → (next θ, ‖∇L(θ)‖ [M]); the
+# indices let an update keep per-model state (Adam moments, LM damping) across steps
+Update = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 LABELS = {"grad_norm": "min ‖∇L‖²", "newton": "Newton", "levenberg_marquardt": "Levenberg–Marquardt"}
 
 
@@ -45,24 +47,29 @@ def repetition_seeds(seed: int, count: int) -> list[int]:
     return torch.randint(0, 2**31 - 1, (count,), generator=generator).tolist()
 
 
-def minimize_grad_norm(loss: Flat, lr: float) -> Update:
-    """Adam steps on ‖∇L(θ)‖² (its gradient 2·H·∇L by double backprop), every model at once."""
+def minimize_grad_norm(loss: Flat, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                       eps: float = 1e-8) -> Update:
+    """Adam steps (per model, as `torch.optim.Adam` computes them) on ‖∇L(θ)‖², whose gradient
+    2·H·∇L comes by double backprop; every model still moving at once."""
     def objective(theta: Tensor) -> tuple[Tensor, Tensor]:
         square = torch.func.grad(loss)(theta).pow(2).sum()
         return square, square.sqrt()
 
     direction = torch.vmap(torch.func.grad(objective, has_aux=True))
-    state: dict[str, torch.optim.Optimizer] = {}
+    state: dict[str, Tensor] = {}
 
-    def update(theta: Tensor) -> tuple[Tensor, Tensor]:
+    def update(theta: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         if not state:
-            state["adam"] = torch.optim.Adam([theta.clone().requires_grad_()], lr=lr)
-        param = state["adam"].param_groups[0]["params"][0]
-        with torch.no_grad():
-            param.copy_(theta)
-        param.grad, norm = direction(theta)
-        state["adam"].step()
-        return param.detach().clone(), norm
+            n = int(rows.max()) + 1
+            state.update(m=theta.new_zeros(n, theta.shape[1]), v=theta.new_zeros(n, theta.shape[1]),
+                         t=theta.new_zeros(n, 1))
+        g, norm = direction(theta)
+        t = state["t"][rows] + 1
+        m = betas[0] * state["m"][rows] + (1 - betas[0]) * g
+        v = betas[1] * state["v"][rows] + (1 - betas[1]) * g * g
+        state["t"][rows], state["m"][rows], state["v"][rows] = t, m, v
+        step = lr * (m / (1 - betas[0] ** t)) / ((v / (1 - betas[1] ** t)).sqrt() + eps)
+        return theta - step, norm
 
     return update
 
@@ -73,7 +80,7 @@ def newton(loss: Flat) -> Update:
     may overshoot — the instability the seed 002 report describes."""
     grads = torch.vmap(torch.func.grad(loss))
 
-    def update(theta: Tensor) -> tuple[Tensor, Tensor]:
+    def update(theta: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         g = grads(theta)
         step = torch.linalg.pinv(hessian(loss, theta), hermitian=True) @ g.unsqueeze(-1)
         return theta - step.squeeze(-1), g.norm(dim=-1)
@@ -107,19 +114,20 @@ def levenberg_marquardt(residuals: Flat, jacobian: Flat, damping: float) -> Upda
     λ ← λ/10, else λ ← 10·λ), so each model descends towards a minimum. λ is per model."""
     values = torch.vmap(residuals)
     jacobians = torch.vmap(jacobian)
-    lam: dict[str, Tensor] = {}
+    state: dict[str, Tensor] = {}
 
-    def update(theta: Tensor) -> tuple[Tensor, Tensor]:
+    def update(theta: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         r, j = values(theta), jacobians(theta)
         jt_r = (j.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
-        if not lam:
-            lam["value"] = torch.full_like(r[:, 0], damping)
+        if not state:
+            state["lam"] = theta.new_full((int(rows.max()) + 1,), damping)
+        lam = state["lam"][rows]
         eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
-        system = j.transpose(1, 2) @ j + lam["value"].view(-1, 1, 1) * eye
+        system = j.transpose(1, 2) @ j + lam.view(-1, 1, 1) * eye
         candidate = theta - torch.linalg.solve(system, jt_r)
         new_loss = values(candidate).pow(2).mean(-1)
         better = torch.isfinite(new_loss) & (new_loss < r.pow(2).mean(-1))
-        lam["value"] = torch.where(better, lam["value"] / 10, lam["value"] * 10).clamp(1e-12, 1e12)
+        state["lam"][rows] = torch.where(better, lam / 10, lam * 10).clamp(1e-12, 1e12)
         return torch.where(better.unsqueeze(-1), candidate, theta), 2 * jt_r.norm(dim=-1) / r.shape[1]
 
     return update
@@ -130,18 +138,24 @@ def descend(update: Update, theta: Tensor, max_steps: int, threshold: float,
     """Apply `update` until every model's gradient norm is below `threshold` (or `max_steps`);
     a model that got there stays where it is, and a non-finite step is not taken. Returns the
     points reached and the steps each model took. The host learns the state only every
-    `check_every` steps."""
+    `check_every` steps; then the models that got there leave the batch, so the last few
+    stragglers cost little."""
+    theta = theta.clone()
     reached = torch.zeros(theta.shape[0], dtype=torch.bool, device=theta.device)
     steps = torch.zeros(theta.shape[0], dtype=torch.long, device=theta.device)
+    rows = torch.arange(theta.shape[0], device=theta.device)
     for i in range(1, max_steps + 1):
-        following, norm = update(theta)
-        reached = reached | (norm < threshold)
-        move = ~reached & torch.isfinite(following).all(-1)
-        theta = torch.where(move.unsqueeze(-1), following, theta)
-        steps += (~reached).long()
+        current = theta[rows]
+        following, norm = update(current, rows)
+        stop = reached[rows] | (norm < threshold)
+        reached[rows] = stop
+        move = ~stop & torch.isfinite(following).all(-1)
+        theta[rows] = torch.where(move.unsqueeze(-1), following, current)
+        steps[rows] += (~stop).long()
         if i % check_every == 0 or i == max_steps:
             ctx.advance(i, max_steps)
-            if bool(reached.all()):
+            rows = rows[~reached[rows]]
+            if len(rows) == 0:
                 break
     return theta, steps
 

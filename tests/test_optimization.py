@@ -14,8 +14,10 @@ from safetensors.torch import load_file
 
 import experiments
 from experiments import measures
+from experiments.context import RunContext
 from experiments.data import Split
 from experiments.minimal_ratio import (
+    descend,
     levenberg_marquardt,
     minimize_grad_norm,
     newton,
@@ -102,7 +104,7 @@ def test_newton_jumps_to_the_critical_point_of_a_quadratic_even_a_saddle() -> No
     a = rotated([2.0, -1.0, 0.5])
     b = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     start = torch.randn(4, 3, dtype=torch.float64)
-    after, norm = newton(quadratic(a, b))(start)
+    after, norm = newton(quadratic(a, b))(start, torch.arange(4))
     torch.testing.assert_close(after, (-torch.linalg.solve(a, b)).expand(4, 3))
     torch.testing.assert_close(norm, (start @ a + b).norm(dim=1))
 
@@ -114,8 +116,36 @@ def test_minimizing_the_gradient_norm_drives_it_towards_zero() -> None:
     first = measures.gradient_norm(loss, theta)
     update = minimize_grad_norm(loss, lr=0.05)
     for _ in range(300):
-        theta, _ = update(theta)
+        theta, _ = update(theta, torch.arange(2))
     assert (measures.gradient_norm(loss, theta) < first / 20).all()
+
+
+def test_gradient_norm_steps_are_torch_adam_steps_per_model() -> None:
+    loss = quadratic(rotated([2.0, -1.0, 0.5]), torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    start = torch.randn(2, 3, dtype=torch.float64)
+    param = start[1].clone().requires_grad_()
+    adam = torch.optim.Adam([param], lr=0.05)
+    update = minimize_grad_norm(loss, lr=0.05)
+    theta = start.clone()
+    theta, _ = update(theta, torch.arange(2))
+    for _ in range(4):  # model 0 is done: only model 1 (row 1) goes on
+        theta[1:], _ = update(theta[1:], torch.tensor([1]))
+    for _ in range(5):
+        adam.zero_grad()
+        torch.func.grad(loss)(param).pow(2).sum().backward()
+        adam.step()
+    torch.testing.assert_close(theta[1], param.detach())
+
+
+def test_descend_stops_each_model_once_its_gradient_norm_is_below_the_threshold() -> None:
+    a = rotated([2.0, -1.0, 0.5])
+    b = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    critical = -torch.linalg.solve(a, b)
+    start = torch.stack([critical, critical + 1.0, critical - 2.0])
+    theta, steps = descend(newton(quadratic(a, b)), start, 10, 1e-9, RunContext(), check_every=1)
+    assert steps.tolist() == [0, 1, 1]  # already there; one Newton step each
+    torch.testing.assert_close(theta, critical.expand(3, 3))
+    assert torch.equal(theta[0], critical)
 
 
 def test_levenberg_marquardt_fits_a_line_with_the_exact_jacobian() -> None:
@@ -129,7 +159,7 @@ def test_levenberg_marquardt_fits_a_line_with_the_exact_jacobian() -> None:
     update = levenberg_marquardt(residuals, jacobian, damping=1e-3)
     thetas = theta.expand(2, 2).clone()
     for _ in range(10):
-        thetas, norm = update(thetas)
+        thetas, norm = update(thetas, torch.arange(2))
     torch.testing.assert_close(thetas, torch.tensor([[2.0, 1.0]] * 2, dtype=torch.float64))
     assert (norm < 1e-6).all()
 
