@@ -30,6 +30,6 @@ class Config(DynamicsConfig):
     min_delta: float = Field(0.0, ge=0.0, le=10.0,
                              description="the drop in validation loss that counts as better")
 
-    PRESETS: ClassVar = {"quick": {"steps": 3000, "eval_every": 50, "patience": 4,
+    PRESETS: ClassVar = {"quick": {"steps": 3000, "eval_every": 20, "patience": 5,
                                    "hidden": [128], "train_subset": 1500, "validation": 500,
-                                   "test_subset": 1000, "optimizer": "adam", "lr": 0.003}}
+                                   "test_subset": 1000, "optimizer": "adam", "lr": 0.001}}

@@ -1,0 +1,237 @@
+"""Training dynamics (issue 5): weight-init, batch-size, learning-rate, early-stopping on tiny
+MNIST subsets — what each logs to MLflow, read back — and the pieces their science rests on
+(divergence mid-epoch, the validation split, restoring exactly the best-validation weights)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+import experiments
+from experiments.data import Split, load_dataset
+from experiments.early_stopping import EarlyStopping, holdout
+from experiments.models import mlp
+from experiments.train import EvalEvent, ModelStack, TrainSpec, seeded, train
+from experiments.weight_init import movement
+
+TINY = {"train_subset": 400, "test_subset": 200, "hidden": [16]}
+
+
+def _children(client: MlflowClient, run_id: str) -> dict[str, object]:
+    parent = client.get_run(run_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def _figures(client: MlflowClient, run_id: str, path: str = "figures") -> dict[str, int]:
+    return {f.path: f.file_size for f in client.list_artifacts(run_id, path)}
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+# --- pieces ---------------------------------------------------------------------------------
+
+def _blobs(n: int = 200, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g)
+    return Split(x, (x[:, 0] * x[:, 1] > 0).long())
+
+
+def test_a_model_diverging_mid_epoch_leaves_the_others_on_their_own_path() -> None:
+    """lr 1e4 blows the loss past `diverge_above` within the first epoch (7 batches per epoch,
+    evaluation every 3 steps); the survivor must train exactly as it does alone."""
+    data, seeds = _blobs(), [1, 2]
+    spec = TrainSpec(optimizer="sgd", lr=1.0, batch_size=32, epochs=3, eval_every=3,
+                     eval_unit="step", lr_scale=[0.05, 1e4], diverge_above=100.0)
+    models = seeded(lambda: mlp(2, [16], 2), seeds, "cpu")
+    results = train(models, data, spec, seeds=seeds)
+    assert results[1].status == "diverged" and 1 <= results[1].stop_step <= 3
+    assert results[0].status == "finished" and results[0].stop_step == 21
+    alone = seeded(lambda: mlp(2, [16], 2), seeds[:1], "cpu")
+    train(alone, data, TrainSpec(optimizer="sgd", lr=0.05, batch_size=32, epochs=3, eval_every=3,
+                                 eval_unit="step"), seeds=seeds[:1])
+    for a, b in zip(alone[0].state_dict().values(), models[0].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_finite_loss_is_not_divergence_without_a_threshold() -> None:
+    data = _blobs()
+    spec = TrainSpec(optimizer="sgd", lr=1e4, batch_size=32, epochs=1, eval_every=7, eval_unit="step")
+    (result,) = train(seeded(lambda: mlp(2, [16], 2), [1], "cpu"), data, spec, seeds=[1])
+    assert result.status == "finished"
+    assert result.history[-1]["train_loss"] > 100  # blown up, yet finite: not flagged
+
+
+def test_holdout_is_a_seeded_disjoint_split_of_the_training_set() -> None:
+    data = Split(torch.arange(100).float().unsqueeze(1), torch.arange(100))
+    fit, val = holdout(data, 30, seed=3)
+    assert (len(fit), len(val)) == (70, 30)
+    assert sorted(torch.cat([fit.y, val.y]).tolist()) == list(range(100))
+    assert torch.equal(fit.x[:, 0].long(), fit.y)  # inputs stay paired with their labels
+    assert torch.equal(holdout(data, 30, seed=3)[1].y, val.y)
+    assert not torch.equal(holdout(data, 30, seed=4)[1].y, val.y)
+    with pytest.raises(ValueError, match="validation"):
+        holdout(data, 100, seed=0)
+
+
+def test_early_stopping_keeps_the_best_weights_and_stops_after_patience() -> None:
+    stack = ModelStack([mlp(2, [3], 2)])
+    stopper = EarlyStopping(patience=2)
+    losses = [1.0, 0.5, 0.7, 0.4, 0.45, 0.41, 0.2]
+    asked = []
+    for i, loss in enumerate(losses):
+        with torch.no_grad():
+            for p in stack.params.values():
+                p.fill_(float(i))  # weights at evaluation i are all i
+        asked.append(stopper(EvalEvent(1, 10 * (i + 1), 10 * (i + 1), [0], [{"val_loss": loss}], stack)))
+        if asked[-1]:
+            break
+    assert asked == [[], [], [], [], [], [0]]  # 0.45 and 0.41 do not beat 0.4: stop at the 2nd
+    assert (stopper.best_loss, stopper.best_step) == (0.4, 40)
+    assert all(torch.all(v == 3.0) for v in stopper.best_state.values())
+    strict = EarlyStopping(1, min_delta=0.2)
+    assert strict(EvalEvent(1, 1, 1, [0], [{"val_loss": 1.0}], stack)) == []
+    assert strict(EvalEvent(1, 2, 2, [0], [{"val_loss": 0.9}], stack)) == [0]  # < min_delta better
+    assert strict.best_step == 1
+    assert EarlyStopping(1)(EvalEvent(1, 1, 1, [0], [{}], stack)) == [0]  # no finite val loss
+
+
+def test_movement_is_the_rms_change_relative_to_the_first_rms() -> None:
+    assert movement([1.0, -1.0], [1.1, -0.9]) == "moved 10.0% (rms)"
+    assert movement([0.0, 0.0], [0.3, -0.4]) == f"moved {math.sqrt(0.125):.2g} (rms)"
+    assert movement([0.5], [0.5]) == "did not move"
+
+
+# --- experiments end to end -----------------------------------------------------------------
+
+def test_learning_rate_tags_the_diverging_rate_and_the_others_go_on(store: str, mnist_dir: Path) -> None:
+    config = {**TINY, "rates": [0.005, 0.05, 50.0], "steps": 30, "eval_every": 10, "batch_size": 100}
+    run_id = experiments.run("learning-rate", config, preset="quick")
+    client = MlflowClient(store)
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["diverged_rates"] == "50"
+    assert parent.data.metrics["diverged_count"] == 1
+    children = _children(client, run_id)
+    assert set(children) == {"lr-0.005", "lr-0.05", "lr-50"}
+    bad = children["lr-50"]
+    assert bad.data.tags["diverged"] == "true" and bad.data.tags["status"] == "diverged"
+    step = int(bad.data.tags["diverged_step"])
+    assert 1 <= step <= 10 and bad.data.metrics["steps_trained"] == step
+    for name in ("lr-0.005", "lr-0.05"):
+        child = children[name]
+        assert child.data.tags["status"] == "finished" and "diverged" not in child.data.tags
+        assert sorted(_history(client, child.info.run_id, "test_acc")) == [10, 20, 30]
+        assert float(child.data.params["lr"]) == float(name[3:])
+    assert children["lr-0.05"].data.metrics["final_train_loss"] < children["lr-0.005"].data.metrics[
+        "final_train_loss"]  # the smaller rate learns more slowly
+    figures = _figures(client, run_id)
+    for name in ("loss_diverged_marked", "loss", "acc", "final_accuracy"):
+        assert figures[f"figures/{name}.png"] > 10_000
+
+
+def test_learning_rate_adaptive_optimizer_trains_rates_separately(store: str, mnist_dir: Path) -> None:
+    config = {**TINY, "rates": [1e-3, 1e-2], "steps": 10, "eval_every": 5, "optimizer": "adam",
+              "batch_size": 100}
+    run_id = experiments.run("learning-rate", config)
+    children = _children(MlflowClient(store), run_id)
+    losses = [children[f"lr-{r:g}"].data.metrics["final_train_loss"] for r in (1e-3, 1e-2)]
+    assert losses[0] != losses[1]
+
+
+def test_batch_size_steps_budget_and_the_full_batch(store: str, mnist_dir: Path) -> None:
+    config = {**TINY, "batch_sizes": [50, "full"], "steps": 12, "eval_every": 6}
+    run_id = experiments.run("batch-size", config, preset="quick")
+    client = MlflowClient(store)
+    children = _children(client, run_id)
+    assert set(children) == {"batch-50", "full-batch"}
+    assert children["full-batch"].data.params["batch_size"] == "400"
+    assert children["full-batch"].data.params["full_batch"] == "True"
+    for child in children.values():
+        assert child.data.metrics["steps_trained"] == 12
+        assert sorted(_history(client, child.info.run_id, "batch_loss")) == list(range(1, 13))
+        assert sorted(_history(client, child.info.run_id, "test_acc")) == [6, 12]
+    # the full batch's first step is the initial model's loss on the whole training set
+    data = load_dataset("mnist", "cpu", 400, 200)
+    (model,) = seeded(lambda: mlp(784, [16], 10), [0], "cpu")
+    first = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y).item()
+    full_first = _history(client, children["full-batch"].info.run_id, "batch_loss")[1]
+    assert full_first == pytest.approx(first, rel=1e-5)
+    small_first = _history(client, children["batch-50"].info.run_id, "batch_loss")[1]
+    assert small_first != pytest.approx(first, rel=1e-5)  # 50 examples, not the whole set
+    figures = _figures(client, run_id)
+    for name in ("loss", "acc", "batch_loss", "final_accuracy"):
+        assert figures[f"figures/{name}.png"] > 10_000
+
+
+def test_batch_size_epochs_budget_gives_steps_per_epoch(store: str, mnist_dir: Path) -> None:
+    config = {**TINY, "batch_sizes": [50, 150], "budget": "epochs", "epochs": 2, "eval_every": 1}
+    run_id = experiments.run("batch-size", config, preset="quick")
+    children = _children(MlflowClient(store), run_id)
+    assert children["batch-50"].data.metrics["steps_trained"] == 2 * 8
+    assert children["batch-150"].data.metrics["steps_trained"] == 2 * 3  # ceil(400 / 150)
+
+
+def test_early_stopping_restores_exactly_the_best_validation_weights(
+        store: str, mnist_dir: Path, tmp_path: Path) -> None:
+    config = {"train_subset": 600, "validation": 200, "test_subset": 200, "hidden": [64],
+              "optimizer": "adam", "lr": 0.003, "steps": 2000, "eval_every": 10, "patience": 3}
+    run_id = experiments.run("early-stopping", config)
+    client = MlflowClient(store)
+    parent = client.get_run(run_id)
+    (child,) = _children(client, run_id).values()
+    val = _history(client, child.info.run_id, "val_loss")
+    best_step = min(val, key=val.get)
+    assert child.data.tags["status"] == "stopped"
+    assert parent.data.metrics["best_step"] == best_step
+    assert parent.data.metrics["stop_step"] == best_step + 3 * 10 == max(val)
+    assert parent.data.metrics["best_val_loss"] == val[best_step]
+    assert parent.data.metrics["restored_val_loss"] == val[best_step]  # bit for bit
+    assert parent.data.metrics["restored_test_acc"] == pytest.approx(
+        _history(client, child.info.run_id, "test_acc")[best_step])
+
+    # the snapshot, loaded without the project, is that model
+    best = load_file(client.download_artifacts(run_id, "snapshots/best.safetensors", str(tmp_path)))
+    last = load_file(client.download_artifacts(run_id, "snapshots/last.safetensors", str(tmp_path)))
+    assert any(not torch.equal(best[k], last[k]) for k in best)
+    model = mlp(784, [64], 10)
+    model.load_state_dict(best)
+    data = load_dataset("mnist", "cpu", 600, 200)
+    _, val_split = holdout(data.train, 200, seed=0)
+    loss, _ = ModelStack([model]).evaluate(val_split, "cross_entropy", 8192)
+    assert loss.item() == val[best_step]
+    assert _figures(client, run_id)["figures/loss.png"] > 10_000
+
+
+def test_weight_init_records_symmetry_and_histograms(store: str, mnist_dir: Path) -> None:
+    config = {"activations": ["tanh"], "variances": [1.0], "steps": 20, "eval_every": 10,
+              "hidden": [16, 16], "train_subset": 300, "test_subset": 100, "probe_size": 64,
+              "hist_samples": 256}
+    run_id = experiments.run("weight-init", config)
+    client = MlflowClient(store)
+    children = _children(client, run_id)
+    assert set(children) == {"tanh-zero", "tanh-var1"}
+    zero, gauss = (children[n].info.run_id for n in ("tanh-zero", "tanh-var1"))
+    for layer in ("layer1", "layer2"):
+        assert set(_history(client, zero, f"unit_spread/{layer}").values()) == {0.0}  # never broken
+        assert min(_history(client, gauss, f"unit_spread/{layer}").values()) > 0.1
+        assert 0 <= max(_history(client, gauss, f"saturation/{layer}").values()) <= 1
+    # zero weights: no gradient reaches the first layer, ever; Gaussian weights: it does
+    assert set(_history(client, zero, "grad_norm/layer1.weight").values()) == {0.0}
+    assert min(_history(client, gauss, "grad_norm/layer1.weight").values()) > 0
+    assert sorted(_history(client, gauss, "test_acc")) == [10, 20]
+    assert sorted(_history(client, gauss, "grad_norm/layer2.bias")) == [0, 10, 20]  # 0 = init
+    figures = _figures(client, run_id)
+    for name in ("loss_tanh", "acc_tanh", "grad_norms_tanh", "saturation_tanh",
+                 "unit_spread_tanh", "activations_tanh"):
+        assert figures[f"figures/{name}.png"] > 10_000
+    histograms = _figures(client, run_id, "figures/histograms")
+    assert histograms["figures/histograms/tanh-zero.png"] > 10_000
+    assert histograms["figures/histograms/tanh-var1.png"] > 10_000
