@@ -88,7 +88,7 @@ def figures(config: Config, outcomes: list[Outcome], tracker: Tracker) -> None:
         list(range(1, len(o.result.steps.get("step_loss", [])) + 1)), o.result.steps.get("step_loss", []))}
         for o in outcomes}
     tracker.figure(plots.panels(noise, xlabel="step", ylabel="cross-entropy of the step's batch",
-                                logy=True, columns=len(noise),
+                                logy=True, columns=2,
                                 title="loss of each mini-batch: the noise of the gradient estimate"),
                    "batch_loss")
     sizes = [o.variant.params["batch_size"] for o in outcomes]

@@ -55,7 +55,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     outcomes = run_variants(tracker, ctx, variants(config, data), data.train,
                             shared or schedule(config, n), evals={"test": data.test}, together=True)
     diverged = [o for o in outcomes if o.result.status == "diverged"]
-    figures(outcomes, tracker, math.log(data.n_classes))
+    figures(outcomes, tracker, math.log(data.n_classes), config.diverge_loss)
     tracker.table("final", [{"lr": o.variant.params["lr"], "status": o.result.status,
                              "stop_step": o.result.stop_step,
                              **{k: o.final.get(k, math.nan)
@@ -87,13 +87,15 @@ def divergence_marks(outcomes: list[Outcome], initial: float) -> dict[str, tuple
     return marks
 
 
-def figures(outcomes: list[Outcome], tracker: Tracker, initial: float) -> None:
+def figures(outcomes: list[Outcome], tracker: Tracker, initial: float,
+            diverge_loss: float | None) -> None:
     """All loss curves with the diverged rates marked; train/test loss and accuracy panels;
     final accuracy against the rate."""
     tracker.figure(plots.lines({legend(o): o.series("train_loss") for o in outcomes}, xlabel="step",
                                ylabel="training loss (mean of the mini-batches since the last point)",
                                logy=True, markers=divergence_marks(outcomes, initial),
-                               title="training loss per learning rate (✗ = diverged: NaN/inf)"),
+                               title="training loss per learning rate (✗ = diverged: NaN/inf"
+                                     + (f" or > {diverge_loss:g})" if diverge_loss else ")")),
                    "loss_diverged_marked")
     for metric, logy in (("loss", True), ("acc", False)):
         curves = {legend(o): {s: o.series(f"{s}_{metric}") for s in ("train", "test")}
