@@ -278,3 +278,16 @@ def test_healthcheck_defaults_to_the_apis_healthz(http_server: str, monkeypatch)
     # Ok answers 500 on /healthz: the default target is that path on PHENOLAB_API_PORT.
     failed = healthcheck()
     assert failed.returncode == 1 and f"127.0.0.1:{port}/healthz" in failed.stderr
+
+
+@pytest.mark.parametrize("app_name", ["", "basic-auth"])
+def test_mlflow_basic_auth_is_one_setting(env_file: Path, app_name: str) -> None:
+    """MLFLOW_APP_NAME=basic-auth turns MLflow's login on; empty leaves the server open."""
+    if compose_cli() is None:
+        pytest.skip("no Compose v2 CLI here to interpolate the command")
+    env_file.write_text(re.sub(r"^MLFLOW_APP_NAME=.*$", f"MLFLOW_APP_NAME={app_name}",
+                               env_file.read_text(), flags=re.M))
+    command = resolved(env_file)["services"]["mlflow"]["command"]
+    assert ("--app-name" in command) == bool(app_name)
+    if app_name:
+        assert command[command.index("--app-name") + 1] == "basic-auth"
