@@ -194,8 +194,12 @@ def train_activation(config: Config, activation: str, data: Any, tracker: Tracke
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    rows: list[dict[str, Any]] = []
     for activation in config.activations:
         outcomes, records = train_activation(config, activation, data, tracker, ctx)
+        rows += [{"activation": activation, "init": o.variant.params["init_name"],
+                  "status": o.result.status, **o.final} for o in outcomes]
+        tracker.table("final", rows)  # rewritten after each activation: partial results show
         for metric, logy in (("loss", True), ("acc", False)):
             curves = {o.variant.params["init_name"]: {split: o.series(f"{split}_{metric}")
                                                       for split in ("train", "test")}

@@ -4,6 +4,7 @@ MNIST subsets — what each logs to MLflow, read back — and the pieces their s
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -210,7 +211,8 @@ def test_early_stopping_restores_exactly_the_best_validation_weights(
     assert _figures(client, run_id)["figures/loss.png"] > 10_000
 
 
-def test_weight_init_records_symmetry_and_histograms(store: str, mnist_dir: Path) -> None:
+def test_weight_init_records_symmetry_and_histograms(store: str, mnist_dir: Path,
+                                                     tmp_path: Path) -> None:
     config = {"activations": ["tanh"], "variances": [1.0], "steps": 20, "eval_every": 10,
               "hidden": [16, 16], "train_subset": 300, "test_subset": 100, "probe_size": 64,
               "hist_samples": 256}
@@ -232,6 +234,10 @@ def test_weight_init_records_symmetry_and_histograms(store: str, mnist_dir: Path
     for name in ("loss_tanh", "acc_tanh", "grad_norms_tanh", "saturation_tanh",
                  "unit_spread_tanh", "activations_tanh"):
         assert figures[f"figures/{name}.png"] > 10_000
+    with open(client.download_artifacts(run_id, "tables/final.csv", str(tmp_path))) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["activation"], r["init"]) for r in rows] == [("tanh", "zero"), ("tanh", "var1")]
+    assert float(rows[0]["test_acc"]) == _history(client, zero, "test_acc")[20]
     histograms = _figures(client, run_id, "figures/histograms")
     assert histograms["figures/histograms/tanh-zero.png"] > 10_000
     assert histograms["figures/histograms/tanh-var1.png"] > 10_000
