@@ -8,6 +8,7 @@ with the reason when either is absent."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,3 +176,64 @@ def test_worker_restarted_with_jobs_queued_loses_none(lab: Lab, redis_url: str) 
               "the Redis queue to drain")
     assert lab.job(running)["status"] == "KILLED"
     assert all(len(lab.job(job_id)["children"]) == 1 for job_id in queued)
+
+
+
+class OwnRedis:
+    """A Redis server configured like the compose file's (password, append-only file) on a free
+    port, restartable: what `redis` in docker-compose.yml is, without its image."""
+
+    def __init__(self, binary: str, data: Path) -> None:
+        self.binary, self.data, self.port = binary, data, free_port()
+        self.url = f"redis://:s3cret@127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass",
+             "s3cret", "--appendonly", "yes", "--save", "", "--dir", str(self.data)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client, deadline = redis.Redis.from_url(self.url), time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # SIGTERM: Redis writes the append-only file out and exits
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary on this machine")
+    server = OwnRedis(binary, tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_queued_jobs_survive_a_redis_restart_with_append_only(own_redis: OwnRedis) -> None:
+    """The compose file's Redis (password in the URL, append-only persistence): messages queued
+    before a restart of the server are still there, in order, after it."""
+    from service.queue import JobQueue
+    from service.settings import Settings
+
+    queue = JobQueue(Settings(queue_url=own_redis.url, queue_name="phenolab"))
+    for n in range(3):
+        queue.enqueue(f"{n:032x}", attempt=1)
+    own_redis.stop()
+    own_redis.start()
+    queue = JobQueue(Settings(queue_url=own_redis.url, queue_name="phenolab"))
+    assert queue.backend == "redis" and queue.size() == 3
+    assert [queue.take().args for _ in range(3)] == [(f"{n:032x}", 1) for n in range(3)]
+    assert queue.take() is None
