@@ -12,7 +12,8 @@ non-finite step and the per-step records stay on the device and are read once pe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -331,6 +332,20 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
         _write_back(models[model], stack.state_dict(row))
         results[model].stop_step = step
     return results
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` intra-op CPU threads, restoring the previous count after. For
+    experiments made of many tiny ops (61-parameter nets on a hundred points), where one
+    thread is faster: splitting a tiny op costs more than it saves, and on a busy machine the
+    second thread waiting at each op's barrier made phase 1 of minimal-ratio 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def epochs_for(steps: int, n: int, batch_size: int | None) -> int:
