@@ -7,6 +7,7 @@ on a shared machine wall time also measures the neighbours.
 
     PHENOLAB_DATA_DIR=../shared/data .venv/bin/python bench/bench_optimization.py \
         [--epochs N] [--train-subset N] [--events N] [--skip-trajectory] [--skip-minimal-ratio]
+        [--figures DIR]
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from mlflow.tracking import MlflowClient
 import experiments
 
 
-def timed(name: str, config: dict[str, Any]) -> tuple[float, float, dict[str, float]]:
-    """Run one experiment in a fresh store: (wall s, CPU s of this process, parent metrics)."""
+def timed(name: str, config: dict[str, Any],
+          figures: str | None = None) -> tuple[float, float, dict[str, float]]:
+    """Run one experiment in a fresh store: (wall s, CPU s of this process, parent metrics);
+    its figures are copied to `figures`/<name>/ when given."""
     with tempfile.TemporaryDirectory() as home:
         os.makedirs(f"{home}/mlruns")
         uri = f"sqlite:///{home}/mlruns/mlflow.db"
@@ -32,7 +35,11 @@ def timed(name: str, config: dict[str, Any]) -> tuple[float, float, dict[str, fl
         wall, cpu = time.perf_counter(), time.process_time()
         run_id = experiments.run(name, config)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        return wall, cpu, MlflowClient(uri).get_run(run_id).data.metrics
+        client = MlflowClient(uri)
+        if figures:
+            os.makedirs(f"{figures}/{name}", exist_ok=True)
+            client.download_artifacts(run_id, "figures", f"{figures}/{name}")
+        return wall, cpu, client.get_run(run_id).data.metrics
 
 
 def load() -> str:
@@ -48,7 +55,8 @@ def trajectory(args: argparse.Namespace) -> None:
     print(f"weight-trajectory, defaults but {config or 'nothing'} ({load()})")
     results = {}
     for together in (True, False):
-        wall, cpu, metrics = timed("weight-trajectory", {**config, "together": together})
+        wall, cpu, metrics = timed("weight-trajectory", {**config, "together": together},
+                                   args.figures if together else None)
         results[together] = (metrics["train_seconds"], wall)
         label = "one ensemble" if together else "one by one  "
         print(f"  {label}: training {metrics['train_seconds']:7.1f} s, whole run {wall:7.1f} s "
@@ -57,12 +65,12 @@ def trajectory(args: argparse.Namespace) -> None:
           f"whole run {results[False][1] / results[True][1]:.2f}x  ({load()})")
 
 
-def minimal_ratio() -> None:
+def minimal_ratio(args: argparse.Namespace) -> None:
     print(f"minimal-ratio at its defaults ({load()})")
-    wall, cpu, metrics = timed("minimal-ratio", {})
+    wall, cpu, metrics = timed("minimal-ratio", {}, args.figures)
     print(f"  100 repetitions: {wall:.1f} s wall, {cpu:.1f} s CPU ({load()})")
     for key in sorted(metrics):
-        if "." in key:
+        if "." in key or key.endswith("_seconds"):
             print(f"  {key} = {metrics[key]:.4g}")
 
 
@@ -73,12 +81,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=8)
     parser.add_argument("--skip-trajectory", action="store_true")
     parser.add_argument("--skip-minimal-ratio", action="store_true")
+    parser.add_argument("--figures", default=None, help="copy the runs' figures here")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     if not args.skip_trajectory:
         trajectory(args)
     if not args.skip_minimal_ratio:
-        minimal_ratio()
+        minimal_ratio(args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the experiment is gradients near 1e-3 and eigenvalues near 0.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -32,7 +33,7 @@ from experiments.measures import (
 )
 from experiments.models import count_params, mlp
 from experiments.tracking import Tracker
-from experiments.train import TrainSpec, seeded, train
+from experiments.train import TrainSpec, intra_op_threads, seeded, train
 
 Flat = Callable[[Tensor], Tensor]  # a function of the flat parameters θ [P]
 # (θ of the models still moving [M, P], their indices [M]) → (next θ, ‖∇L(θ)‖ [M]); the
@@ -228,6 +229,11 @@ def scatter_series(points: dict[str, dict[str, Tensor]], key: str) -> plots.Seri
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
+    with intra_op_threads(1):  # every op here is tiny: one CPU thread is much faster
+        study(config, tracker, ctx)
+
+
+def study(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     torch.manual_seed(config.seed)
     raw = target_function(config.target, config.n_points, (0.0, 1.0), ctx.device)
     data = Split(raw.x.double(), raw.y.double())
@@ -237,9 +243,11 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     stages = 1 + len(config.methods)
 
     ctx.begin("phase 1: loss", 0, stages)
+    clock = time.perf_counter()
     train(models, data, TrainSpec(optimizer=config.optimizer, lr=config.lr, epochs=config.epochs,
                                   loss="mse", eval_every=max(1, config.epochs // 20)),
           seeds=seeds, ctx=ctx)
+    seconds = {"phase1_seconds": time.perf_counter() - clock}
     layout = FlatLayout(models[0])
     start = layout.flatten(stack_module_state(models)[0]).detach()
     loss = flat_loss(models[0], data, "mse")
@@ -249,10 +257,15 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     points: dict[str, dict[str, Tensor]] = {}
     for index, method in enumerate(config.methods):
         ctx.begin(f"phase 2: {method}", index + 1, stages)
+        clock = time.perf_counter()
         update, max_steps = phase_two(method, config, loss, residuals)
         theta, steps = descend(update, start.clone(), max_steps, config.grad_threshold, ctx)
+        seconds[f"{method}.phase2_seconds"] = time.perf_counter() - clock
         points[method] = {**examine(loss, theta, config), "phase2_steps": steps.double()}
+        seconds[f"{method}.measure_seconds"] = time.perf_counter() - clock - seconds[
+            f"{method}.phase2_seconds"]
         log_method(tracker, method, points[method], seeds, config, count_params(models[0]))
+    tracker.summary(seconds)  # where the time goes: the defaults are sized for 2 CPU cores
 
     panels = {"minimal ratio (fraction of positive Hessian eigenvalues)": "minimal_ratio",
               f"sampling minimal ratio (radius {config.sample_radius:g})": "sampling_minimal_ratio"}

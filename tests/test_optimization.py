@@ -24,7 +24,7 @@ from experiments.minimal_ratio import (
     residual_functions,
 )
 from experiments.models import mlp
-from experiments.train import TrainSpec, seeded, train
+from experiments.train import TrainSpec, intra_op_threads, seeded, train
 from experiments.weight_trajectory import first_layer
 
 
@@ -162,6 +162,16 @@ def test_levenberg_marquardt_fits_a_line_with_the_exact_jacobian() -> None:
         thetas, norm = update(thetas, torch.arange(2))
     torch.testing.assert_close(thetas, torch.tensor([[2.0, 1.0]] * 2, dtype=torch.float64))
     assert (norm < 1e-6).all()
+
+
+def test_intra_op_threads_sets_the_count_inside_and_restores_it() -> None:
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), intra_op_threads(1):
+        raise RuntimeError("the count comes back on errors too")
+    assert torch.get_num_threads() == before
 
 
 # --- minimal-ratio: end to end -----------------------------------------------------------------
