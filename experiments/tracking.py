@@ -24,21 +24,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from experiments.configs import ExperimentConfig, flatten
+from experiments.stores import home, tracking_uri  # noqa: F401  (part of this module's API)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 FLUSH_SECONDS = 2.0
-
-
-def home() -> Path:
-    """Where the embedded stores live: $PHENOLAB_HOME/mlruns, default ./mlruns."""
-    return Path(os.environ.get("PHENOLAB_HOME", ".")).resolve() / "mlruns"
-
-
-def tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else the embedded SQLite store under mlruns/."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
 
 
 def artifact_root(uri: str) -> str | None:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from experiments import registry
 from experiments.configs import build_config
-from experiments.tracking import client, home
+from experiments.stores import home
 from service.settings import Settings, settings
 
 EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 3}
@@ -136,6 +136,8 @@ def prepare_store(s: Settings) -> None:
     exists"."""
     if s.tracking_uri.startswith(("http:", "https:", "databricks")):
         return
+    from experiments.tracking import client
+
     home().mkdir(parents=True, exist_ok=True)
     client(s.tracking_uri).search_experiments(max_results=1)
 

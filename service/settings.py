@@ -45,7 +45,7 @@ from functools import cache
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from experiments.tracking import home, tracking_uri
+from experiments.stores import home, tracking_uri
 
 
 class Settings(BaseSettings):
