@@ -7,7 +7,7 @@ on a shared machine wall time also measures the neighbours.
 
     PHENOLAB_DATA_DIR=../shared/data .venv/bin/python bench/bench_optimization.py \
         [--epochs N] [--train-subset N] [--events N] [--skip-trajectory] [--skip-minimal-ratio]
-        [--figures DIR]
+        [--figures DIR] [--threads N]
 """
 
 from __future__ import annotations
@@ -82,7 +82,11 @@ def main() -> None:
     parser.add_argument("--skip-trajectory", action="store_true")
     parser.add_argument("--skip-minimal-ratio", action="store_true")
     parser.add_argument("--figures", default=None, help="copy the runs' figures here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for the whole bench (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     if not args.skip_trajectory:
         trajectory(args)

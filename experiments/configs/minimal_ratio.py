@@ -40,20 +40,20 @@ class Config(ExperimentConfig):
     repetitions: int = Field(100, ge=1, le=1000, description="networks, each from its own seed")
     optimizer: OptimizerName = "adam"
     lr: LearningRate = Field(1e-2, description="phase 1 learning rate (full batch)")
-    epochs: Epochs = Field(1000, description="phase 1 full-batch steps on the loss")
+    epochs: Epochs = Field(2000, description="phase 1 full-batch steps on the loss")
     methods: list[Method] = Field(
         default_factory=lambda: ["grad_norm", "levenberg_marquardt"], min_length=1, max_length=3,
         description="phase 2 methods, each started from the same phase-1 weights")
     grad_threshold: float = Field(1e-3, gt=0.0, le=1.0,
                                   description="gradient 2-norm that counts as 'almost zero'")
     grad_norm_lr: LearningRate = Field(1e-3, description="Adam step on ‖∇L‖² (grad_norm)")
-    grad_norm_steps: Steps = Field(1000, le=100_000, description="max steps of grad_norm")
+    grad_norm_steps: Steps = Field(2000, le=100_000, description="max steps of grad_norm")
     second_order_steps: int = Field(100, ge=1, le=10_000,
                                     description="max steps of newton / levenberg_marquardt")
     damping: float = Field(1e-3, gt=0.0, le=1e6, description="initial Levenberg–Marquardt λ")
     eigen_tol: float = Field(0.0, ge=0.0, le=1.0,
                              description="an eigenvalue counts as positive above this")
-    samples: int = Field(500, ge=10, le=100_000, description="points of the sampling ratio")
+    samples: int = Field(1000, ge=10, le=100_000, description="points of the sampling ratio")
     sample_radius: float = Field(1e-2, gt=0.0, le=10.0,
                                  description="2-norm of the sampled weight perturbations")
 
