@@ -42,9 +42,8 @@ class Point:
 
 @dataclass
 class Collector:
-    """The `on_eval` hook: keeps every event's weights (on the CPU) at epoch 0 (added from the
-    initial models), at every `every`-th epoch and at the last epoch. `first` is the index of
-    the event that is model 0 of the ensemble being trained."""
+    """Every event's weights (on the CPU) at epoch 0 (added from the initial models), at every
+    `every`-th epoch and at the last epoch, with their test metrics."""
 
     every: int
     last: int
@@ -54,6 +53,7 @@ class Collector:
         self.points.setdefault(event, []).append(point)
 
     def hook(self, first: int) -> Callable[[EvalEvent], None]:
+        """The `on_eval` hook of one ensemble whose model 0 is event `first`."""
         def collect(e: EvalEvent) -> None:
             if e.epoch % self.every and e.epoch != self.last:
                 return
