@@ -101,7 +101,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def ui_command(s: Settings, port: int | None = None) -> list[str]:
     home().mkdir(parents=True, exist_ok=True)
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", s.tracking_uri,
-            "--host", s.ui_host, "--port", str(port or s.ui_port)]
+            "--host", s.ui_host, "--port", str(port or s.ui_port), "--workers", str(s.ui_workers)]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

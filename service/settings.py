@@ -21,6 +21,8 @@ MLflow UI (links in responses, `phenolab ui`, `phenolab serve`)
 - `PHENOLAB_UI_HOST` / `PHENOLAB_UI_PORT`: where `phenolab ui|serve` starts it, default
   127.0.0.1:5000.
 - `PHENOLAB_UI_URL`: its public URL for links, default `http://<ui_host>:<ui_port>`.
+- `PHENOLAB_UI_WORKERS`: server processes of the UI started by `phenolab ui|serve`, default 1
+  (MLflow's own default, 4, costs a core's worth of start-up on a workstation).
 
 Workers (`phenolab worker`, `phenolab serve`)
 - `PHENOLAB_GPUS`: the GPUs jobs run on: `all` (default: every visible GPU; none visible → CPU),
@@ -66,6 +68,7 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(5000, ge=1, le=65535)
     ui_url: str | None = Field(None, description="public URL of the MLflow UI, for links")
+    ui_workers: int = Field(1, ge=1, le=32)
 
     gpus: str = Field("all", description="all | none | comma-separated GPU indices")
     jobs_per_gpu: int = Field(1, ge=1, le=64)

@@ -133,7 +133,7 @@ def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     lab.close()
 
 
-def api_has_torch(pid: int) -> bool:
+def has_torch(pid: int) -> bool:
     """Whether a live process has torch's shared libraries mapped (i.e. imported torch)."""
     maps = Path(f"/proc/{pid}/maps").read_text()
     return "libtorch" in maps or "/torch/" in maps

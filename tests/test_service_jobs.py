@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 from mlflow.entities import RunTag
-from service_lab import LONG, TINY, Lab, api_has_torch
+from service_lab import LONG, TINY, Lab, has_torch
 
 from experiments.tracking import client
 from service import jobs
 from service.queue import JobQueue
 from service.settings import Settings
+from service.worker import plan_slots
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,10 @@ def test_submitted_job_runs_in_a_worker_and_lands_in_mlflow(working: Lab) -> Non
 
     health = working.http.get("/healthz").json()
     assert health["workers"]["seen"] >= 1 and health["status"] == "ok"
-    assert not api_has_torch(working.api.pid), "the API process imported torch"
+    assert not has_torch(working.api.pid), "the API process imported torch"
+    # the supervisor starts the slots, so it must never initialise CUDA: no torch in it at all
+    assert not has_torch(working.worker.pid), "the worker supervisor imported torch"
+    assert has_torch(int(job["worker"].rsplit("/pid", 1)[1]))
 
 
 def test_a_job_that_raises_is_failed_and_the_worker_takes_the_next(working: Lab) -> None:
@@ -167,3 +171,12 @@ def test_worker_skips_messages_of_superseded_attempts(store: str, tmp_path: Path
     run = mlflow.get_run(job_id)
     assert run.info.status == "SCHEDULED" and jobs.WORKER not in run.data.tags
     worker.settings.cache_clear()
+
+
+def test_slots_come_from_gpus_and_jobs_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert plan_slots(Settings(gpus="0,2", jobs_per_gpu=2)) == ["0", "0", "2", "2"]
+    assert plan_slots(Settings(gpus="none", jobs_per_gpu=3)) == [None, None, None]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    assert plan_slots(Settings(gpus="all")) == ["1", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: one CPU slot per job
+    assert plan_slots(Settings(gpus="all", jobs_per_gpu=2)) == [None, None]
