@@ -43,6 +43,9 @@ done
 set -a; . "$HERE/selftest.env"; set +a
 export SELFTEST_API=http://127.0.0.1:$PHENOLAB_API_PORT SELFTEST_MLFLOW=http://127.0.0.1:$MLFLOW_PORT
 export SELFTEST_TOKEN=$PHENOLAB_API_TOKEN
+# MLflow's basic-auth app on (MLFLOW_APP_NAME=basic-auth): the API, the workers and this script
+# log in as admin.
+[ "$MLFLOW_APP_NAME" = basic-auth ] && export SELFTEST_MLFLOW_PASSWORD=$MLFLOW_ADMIN_PASSWORD
 PSQL=(env PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt)
 REDIS=(redis-cli -h 127.0.0.1 -p 6379 -n "$SELFTEST_REDIS_DB")
 

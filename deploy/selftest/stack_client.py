@@ -10,15 +10,18 @@ the machine's python3 before any project environment exists.
     stack_client.py readback ID       → params, metrics and a figure of the job, from MLflow
 
 Settings from the environment: SELFTEST_API (http://127.0.0.1:PORT), SELFTEST_TOKEN,
-SELFTEST_MLFLOW (http://127.0.0.1:PORT), SELFTEST_TIMEOUT (seconds, default 600).
+SELFTEST_MLFLOW (http://127.0.0.1:PORT), SELFTEST_MLFLOW_USER and SELFTEST_MLFLOW_PASSWORD (when
+the MLflow server runs its basic-auth app), SELFTEST_TIMEOUT (seconds, default 600).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -29,25 +32,29 @@ API = os.environ.get("SELFTEST_API", "http://127.0.0.1:18055").rstrip("/")
 MLFLOW = os.environ.get("SELFTEST_MLFLOW", "http://127.0.0.1:15055").rstrip("/")
 TOKEN = os.environ.get("SELFTEST_TOKEN", "")
 TIMEOUT = float(os.environ.get("SELFTEST_TIMEOUT", "600"))
+MLFLOW_LOGIN = ("Basic " + base64.b64encode(f"{os.environ.get('SELFTEST_MLFLOW_USER', 'admin')}:"
+                                            f"{os.environ['SELFTEST_MLFLOW_PASSWORD']}".encode()).decode()
+                if os.environ.get("SELFTEST_MLFLOW_PASSWORD") else "")
 
 
-def request(url: str, body: dict[str, Any] | None = None, token: str = "") -> bytes:
+def request(url: str, body: dict[str, Any] | None = None, authorization: str = "") -> bytes:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST" if data else "GET")
     req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
+    if authorization:
+        req.add_header("Authorization", authorization)
     with urllib.request.urlopen(req, timeout=60) as reply:
         return reply.read()
 
 
 def api(path: str, body: dict[str, Any] | None = None) -> Any:
-    return json.loads(request(API + path, body, TOKEN))
+    return json.loads(request(API + path, body, f"Bearer {TOKEN}" if TOKEN else ""))
 
 
 def mlflow(endpoint: str, **query: Any) -> Any:
     """GET one of the MLflow server's REST endpoints."""
-    return json.loads(request(f"{MLFLOW}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"))
+    url = f"{MLFLOW}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
+    return json.loads(request(url, authorization=MLFLOW_LOGIN))
 
 
 def submit() -> str:
@@ -85,7 +92,7 @@ def readback(job_id: str) -> None:
     params = {p["key"]: p["value"] for p in run["data"].get("params", [])}
     search = json.loads(request(f"{MLFLOW}/api/2.0/mlflow/runs/search", {
         "experiment_ids": [run["info"]["experiment_id"]],
-        "filter": f"tags.mlflow.parentRunId = '{job_id}'"}))
+        "filter": f"tags.mlflow.parentRunId = '{job_id}'"}, MLFLOW_LOGIN))
     metrics = {m["key"]: m["value"] for r in [run, *search.get("runs", [])]
                for m in r["data"].get("metrics", [])}
     figures = [path for path in artifacts(job_id) if path.endswith(".png")]
@@ -93,11 +100,23 @@ def readback(job_id: str) -> None:
     assert metrics, "neither the job nor its variants have metrics"
     assert figures, f"no figure among the job's artifacts: {artifacts(job_id)}"
     png = request(f"{MLFLOW}/get-artifact?" + urllib.parse.urlencode(
-        {"path": figures[0], "run_uuid": job_id}))
+        {"path": figures[0], "run_uuid": job_id}), authorization=MLFLOW_LOGIN)
     assert png.startswith(b"\x89PNG") and len(png) > 1000, f"{figures[0]}: not a PNG"
-    print(f"job {job_id}: {len(params)} params (epochs={params.get('epochs')}), "
+    login = "basic-auth: anonymous read refused (401)" if refused_anonymous(job_id) else "open"
+    print(f"MLflow server {login}; job {job_id}: {len(params)} params (epochs={params.get('epochs')}), "
           f"{len(metrics)} metrics, {len(search.get('runs', []))} child run(s), "
           f"figures {figures}, {figures[0]} {len(png)} bytes")
+
+
+def refused_anonymous(job_id: str) -> bool:
+    """With basic-auth on, a request without a login must get 401; without it, none is needed."""
+    try:
+        request(f"{MLFLOW}/api/2.0/mlflow/runs/get?run_id={job_id}")
+    except urllib.error.HTTPError as error:
+        assert MLFLOW_LOGIN and error.code == 401, f"anonymous read: HTTP {error.code}"
+        return True
+    assert not MLFLOW_LOGIN, "basic-auth is on but an anonymous read was served"
+    return False
 
 
 def main(argv: list[str]) -> None:
