@@ -115,10 +115,7 @@ def list_experiments() -> list[dict[str, Any]]:
 
 @routes.get("/experiments/{name}", summary="One experiment: description, schema, presets")
 def get_experiment(name: str) -> dict[str, Any]:
-    try:
-        return registry.get(name).describe()
-    except registry.UnknownExperiment as error:
-        raise jobs.NotFound(str(error)) from None
+    return jobs.experiment(name).describe()
 
 
 SUBMIT_BODY = {"required": False, "content": {"application/json": {
@@ -134,7 +131,7 @@ SUBMIT_BODY = {"required": False, "content": {"application/json": {
                          "run id); the job runs when a worker is free.")
 async def submit(name: str, request: Request) -> dict[str, Any]:
     lab_ = lab(request)
-    jobs.validate(name, {})  # an unknown name is a 404 whatever the body
+    jobs.experiment(name)  # an unknown name is a 404 whatever the body
     raw = await request.body()
     try:
         config = json.loads(raw) if raw.strip() else {}

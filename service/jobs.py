@@ -77,12 +77,17 @@ def field_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[d
             for e in error.errors()]
 
 
-def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
-    """The experiment's config from a request body: defaults, then `preset`, then the fields."""
+def experiment(name: str) -> registry.Entry:
+    """The catalog entry; NotFound (404) listing the known names."""
     try:
-        entry = registry.get(name)
+        return registry.get(name)
     except registry.UnknownExperiment as error:
         raise NotFound(str(error)) from None
+
+
+def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
+    """The experiment's config from a request body: defaults, then `preset`, then the fields."""
+    entry = experiment(name)
     values = dict(body)
     preset = values.pop("preset", None)
     if preset is not None and (not isinstance(preset, str) or preset not in entry.presets):
