@@ -67,8 +67,8 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
         title=f"{config.dataset}: θ(α) = (1−α)θ1 + αθ2\n{names}")
     for a, label in ((0.0, "m1"), (1.0, "m2")):
         fig.axes[0].axvline(a, color="gray", linestyle=":", linewidth=1)
-        fig.axes[0].annotate(label, (a, 1), xycoords=("data", "axes fraction"),
-                             xytext=(3, -12), textcoords="offset points", color="gray")
+        fig.axes[0].annotate(label, (a, 0.55), xycoords=("data", "axes fraction"),  # mid-height:
+                             xytext=(3, 0), textcoords="offset points", color="gray")  # clear of curves
     tracker.figure(fig, "interpolation")
     at = {a: i for i, a in enumerate(alphas)}
     tracker.summary({f"{key}_at_{name}": values[key][at[a]]
