@@ -246,6 +246,10 @@ class Supervisor:
 
     def spawn(self, index: int) -> None:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": self.slots[index] or ""}
+        cpu_slots = self.slots.count(None)
+        if self.slots[index] is None and "OMP_NUM_THREADS" not in env:
+            # CPU slots share the cores rather than each starting a thread per core
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
         self.procs[index] = subprocess.Popen(
             [sys.executable, "-m", "service.worker", "--slot", str(index)], env=env)
 

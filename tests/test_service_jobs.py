@@ -53,7 +53,11 @@ def test_submitted_job_runs_in_a_worker_and_lands_in_mlflow(working: Lab) -> Non
     assert not has_torch(working.api.pid), "the API process imported torch"
     # the supervisor starts the slots, so it must never initialise CUDA: no torch in it at all
     assert not has_torch(working.worker.pid), "the worker supervisor imported torch"
-    assert has_torch(int(job["worker"].rsplit("/pid", 1)[1]))
+    slot = int(job["worker"].rsplit("/pid", 1)[1])
+    assert has_torch(slot)
+    environ = Path(f"/proc/{slot}/environ").read_bytes().split(b"\0")
+    assert b"CUDA_VISIBLE_DEVICES=" in environ  # a CPU slot (PHENOLAB_GPUS=none) sees no GPU
+    assert any(var.startswith(b"OMP_NUM_THREADS=") for var in environ)
 
 
 def test_a_job_that_raises_is_failed_and_the_worker_takes_the_next(working: Lab) -> None:
