@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -266,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"phenolab: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `phenolab list | head`: the reader left, nothing to report
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 — keeps the interpreter's final flush quiet
+        return 0
 
 
 if __name__ == "__main__":
