@@ -34,6 +34,7 @@ RUN useradd --create-home --uid 1000 --user-group phenolab \
 COPY --from=build /opt/phenolab /opt/phenolab
 COPY --from=build /wheels /tmp/wheels
 COPY deploy/healthcheck.py /usr/local/bin/phenolab-healthcheck
+COPY deploy/mlflow-auth.ini /etc/phenolab/mlflow-auth.ini
 RUN pip install --no-deps --no-index /tmp/wheels/*.whl && rm -rf /tmp/wheels \
  && phenolab list > /dev/null
 # What the NVIDIA container toolkit mounts into a container given GPUs (`docker run --gpus`):

@@ -291,3 +291,27 @@ def test_mlflow_basic_auth_is_one_setting(env_file: Path, app_name: str) -> None
     assert ("--app-name" in command) == bool(app_name)
     if app_name:
         assert command[command.index("--app-name") + 1] == "basic-auth"
+
+
+def test_mlflow_login_config_is_in_the_image_and_caches_logins(env_file: Path, monkeypatch) -> None:
+    """The basic-auth config the compose file names is the one the Dockerfile copies, and MLflow
+    reads it: admin user, READ by default, verified logins cached (a PBKDF2 hash per request
+    otherwise)."""
+    import importlib.util
+
+    import mlflow
+
+    # MLflow's own reader, loaded alone: its package needs Flask-WTF, which only the image has.
+    spec = importlib.util.spec_from_file_location(
+        "mlflow_auth_config", Path(mlflow.__file__).parent / "server" / "auth" / "config.py")
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    path = resolved(env_file)["services"]["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"]
+    [source] = re.findall(rf"^COPY (\S+) {re.escape(path)}$", (ROOT / "Dockerfile").read_text(), re.M)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ROOT / source))
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "x" * 12)
+    config = reader.read_auth_config()
+    assert config.admin_username == "admin" and config.default_permission == "READ"
+    assert config.database_uri == "sqlite:///basic_auth.db"  # in the mlflow volume (working_dir)
+    assert config.auth_cache_ttl_seconds > 0
+    assert len(env_lines(SELFTEST_ENV)["MLFLOW_ADMIN_PASSWORD"]) >= 12  # MLflow's minimum
