@@ -3,8 +3,9 @@
 The same MLP is trained on MNIST several times from different seeds (the "training events",
 trained together as one vmap ensemble). Every few epochs each event's weights are kept; PCA
 fitted over all kept points draws the paths in 2-D, once for the first layer and once for the
-whole model. Each event starts somewhere else and walks off in its own direction: the paths do
-not meet, though the accuracies written along them end up alike.
+whole model. Each event walks off from its own start in its own direction (at the defaults the
+paths fan out like a star): they never meet, though the accuracies written along them end up
+alike (about 0.98 after 24 epochs) — many different weights are equally good.
 """
 
 from __future__ import annotations
