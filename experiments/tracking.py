@@ -24,7 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from experiments.configs import ExperimentConfig, flatten
-from experiments.stores import home, tracking_uri  # noqa: F401  (part of this module's API)
+from experiments.stores import home, tracking_uri
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_METRICS_PER_BATCH = 1000

@@ -56,15 +56,13 @@ def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant],
     """Train each variant (all at once when `together`; variants with their own `spec` train
     together per equal spec), one child run each."""
     device = data.x.device
-    groups = [list(variants)] if together else [[v] for v in variants]
-    if together and any(v.spec for v in variants):  # one ensemble per distinct schedule
-        groups = []
-        for v in variants:
-            same = next((g for g in groups if g[0].spec == v.spec), None)
-            if same is None:
-                groups.append([v])
-            else:
-                same.append(v)
+    groups: list[list[Variant]] = []
+    for v in variants:  # together: one ensemble per distinct schedule
+        same = next((g for g in groups if g[0].spec == v.spec), None) if together else None
+        if same is None:
+            groups.append([v])
+        else:
+            same.append(v)
     outcomes: list[Outcome] = []
     for index, group in enumerate(groups):
         models = [seeded(v.build, [v.seed], device)[0] for v in group]
