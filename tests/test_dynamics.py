@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 import experiments
+from experiments import measures
 from experiments.data import Split, load_dataset
 from experiments.early_stopping import EarlyStopping, holdout
-from experiments.models import mlp
+from experiments.models import initialize, mlp
+from experiments.registry import get
 from experiments.train import EvalEvent, ModelStack, TrainSpec, seeded, train
 from experiments.weight_init import movement
 
@@ -108,6 +111,73 @@ def test_movement_is_the_rms_change_relative_to_the_first_rms() -> None:
     assert movement([1.0, -1.0], [1.1, -0.9]) == "moved 10.0% (rms)"
     assert movement([0.0, 0.0], [0.3, -0.4]) == f"moved {math.sqrt(0.125):.2g} (rms)"
     assert movement([0.5], [0.5]) == "did not move"
+
+
+def test_layer_grad_norms_of_a_zero_linear_layer_in_closed_form() -> None:
+    """Zero weights: softmax = 1/2 per class, so ∂L/∂W = mean_i (p_i − e_{y_i}) x_iᵀ and
+    ∂L/∂b = mean_i (p_i − e_{y_i}); one sample x = (1, 2), y = 0 gives p − e = (−½, ½)."""
+    model = initialize(torch.nn.Sequential(torch.nn.Linear(2, 2)), "zero")
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    norms = measures.layer_grad_norms(model, state, torch.tensor([[1.0, 2.0]]), torch.tensor([0]))
+    assert set(norms) == {"0.weight", "0.bias"}
+    assert norms["0.weight"].item() == pytest.approx(math.sqrt(2.5))  # ‖[[-½,-1],[½,1]]‖_F
+    assert norms["0.bias"].item() == pytest.approx(math.sqrt(0.5))
+    # batch-MEAN loss: the same sample twice gives the same norms, not twice them
+    twice = measures.layer_grad_norms(model, state, torch.tensor([[1.0, 2.0]] * 2),
+                                      torch.tensor([0, 0]))
+    assert twice["0.weight"].item() == pytest.approx(math.sqrt(2.5))
+
+
+def test_activations_are_each_activation_modules_output_at_the_given_weights() -> None:
+    model = mlp(2, [3, 2], 2, "relu")
+    state = {k: torch.ones_like(v) for k, v in model.state_dict().items()}  # not the model's own
+    x = torch.tensor([[1.0, -3.0], [2.0, 1.0]])
+    found = measures.activations(model, state, x)
+    assert list(found) == ["2", "4"]  # Flatten, Linear, ReLU(2), Linear, ReLU(4), Linear
+    first = torch.relu(x.sum(1, keepdim=True) + 1).expand(2, 3)  # W = 1, b = 1
+    torch.testing.assert_close(found["2"], first)
+    torch.testing.assert_close(found["4"], torch.relu(first.sum(1, keepdim=True) + 1).expand(2, 2))
+    assert not model._forward_hooks and not any(m._forward_hooks for m in model.modules())
+
+
+def test_saturation_and_unit_spread_in_closed_form() -> None:
+    assert measures.saturation(torch.tensor([[0.005, 0.5], [0.995, 0.02]]), "sigmoid").item() == 0.5
+    assert measures.saturation(torch.tensor([[-0.995, 0.0], [0.5, 0.999]]), "tanh").item() == 0.5
+    assert measures.saturation(torch.tensor([[0.0, 0.0, 1.0, 2.0]]), "relu").item() == 0.5
+    with pytest.raises(ValueError, match="activation"):
+        measures.saturation(torch.zeros(1, 1), "gelu")
+    # per input: max − min over units, then the mean over inputs: (4 − 1 + 0) / 2
+    assert measures.unit_spread(torch.tensor([[1.0, 2.0, 4.0], [7.0, 7.0, 7.0]])).item() == 1.5
+
+
+def test_initialize_zero_gaussian_and_fan_in_variances() -> None:
+    torch.manual_seed(0)
+    model = initialize(mlp(400, [500], 300), "gaussian", variance=4.0)
+    first, last = model[1], model[3]
+    assert first.weight.std().item() == pytest.approx(2.0, rel=0.02)
+    assert last.weight.std().item() == pytest.approx(2.0, rel=0.02)
+    assert all(torch.all(layer.bias == 0) for layer in (first, last))
+    model = initialize(model, "gaussian_fan_in", variance=2.0)  # He: std √(2 / fan_in)
+    assert first.weight.std().item() == pytest.approx(math.sqrt(2 / 400), rel=0.02)
+    assert last.weight.std().item() == pytest.approx(math.sqrt(2 / 500), rel=0.02)
+    model = initialize(model, "zero")
+    assert all(torch.all(p == 0) for p in model.parameters())
+    with pytest.raises(ValueError, match="init scheme"):
+        initialize(model, "xavier")
+
+
+@pytest.mark.parametrize(("name", "fields", "message"), [
+    ("learning-rate", {"rates": [0.1, 0.1]}, "at most once"),
+    ("batch-size", {"batch_sizes": [50, "full", 50]}, "at most once"),
+    ("weight-init", {"variances": [1, 1.0]}, "at most once"),
+    ("weight-init", {"activations": ["relu", "relu"]}, "at most once"),
+    ("weight-init", {"zero_init": False, "variances": []}, "at least one"),
+    ("early-stopping", {"train_subset": 500, "validation": 500}, "smaller than train_subset"),
+    ("early-stopping", {"steps": 0}, "greater than or equal to 1"),
+])
+def test_dynamics_configs_reject_absurd_values(name: str, fields: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        get(name).config_cls.model_validate(fields)
 
 
 # --- experiments end to end -----------------------------------------------------------------

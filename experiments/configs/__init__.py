@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 OptimizerName = Literal["sgd", "momentum", "adam", "rmsprop"]
@@ -25,6 +25,17 @@ Width = Annotated[int, Field(ge=1, le=8192)]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 TrainSubset = Annotated[int, Field(ge=10, le=60_000, description="first N training examples")]
 TestSubset = Annotated[int, Field(ge=10, le=10_000, description="first N test examples")]
+
+
+def distinct(values: list[Any]) -> list[Any]:
+    """Reject repeated entries in a list of variants: each becomes one child run, by name."""
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"each value at most once (repeated: {', '.join(repeated)})")
+    return values
+
+
+Distinct = AfterValidator(distinct)
 
 class ExperimentConfig(BaseModel):
     """Fields every experiment shares: the seed and the device."""

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from experiments.configs import ActivationName, BatchSize, DynamicsConfig, Epochs, LearningRate
+from experiments.configs import (
+    ActivationName,
+    BatchSize,
+    Distinct,
+    DynamicsConfig,
+    Epochs,
+    LearningRate,
+    Steps,
+)
 
 NAME = "batch-size"
 TITLE = "Training dynamics: batch size"
@@ -19,11 +27,11 @@ class Config(DynamicsConfig):
 
     activation: ActivationName = "relu"
     lr: LearningRate = 0.1
-    batch_sizes: list[BatchSize | Literal["full"]] = Field(
+    batch_sizes: Annotated[list[BatchSize | Literal["full"]], Distinct] = Field(
         default_factory=lambda: [50, 100, 1000, "full"], min_length=1, max_length=12)
     budget: Literal["steps", "epochs"] = Field(
         "steps", description="train every batch size for `steps` steps or for `epochs` epochs")
-    steps: int = Field(5000, ge=1, le=1_000_000)
+    steps: Steps = 5000
     epochs: Epochs = 10
     eval_every: int = Field(100, ge=1, le=100_000,
                             description="steps (or epochs, with budget=epochs) between evaluations")

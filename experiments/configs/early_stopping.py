@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from experiments.configs import ActivationName, BatchSize, DynamicsConfig, LearningRate
+from experiments.configs import ActivationName, BatchSize, DynamicsConfig, LearningRate, Steps
 
 NAME = "early-stopping"
 TITLE = "Training dynamics: early stopping"
@@ -21,7 +21,7 @@ class Config(DynamicsConfig):
     activation: ActivationName = "relu"
     lr: LearningRate = 0.1
     batch_size: BatchSize = 100
-    steps: int = Field(30_000, ge=1, le=1_000_000, description="the most steps to train")
+    steps: Steps = Field(30_000, description="the most steps to train")
     eval_every: int = Field(500, ge=1, le=100_000, description="steps between validations")
     validation: int = Field(5000, ge=10, le=30_000,
                             description="training examples held out for validation")
@@ -33,3 +33,10 @@ class Config(DynamicsConfig):
     PRESETS: ClassVar = {"quick": {"steps": 3000, "eval_every": 20, "patience": 5,
                                    "hidden": [128], "train_subset": 1500, "validation": 500,
                                    "test_subset": 1000, "optimizer": "adam", "lr": 0.001}}
+
+    @model_validator(mode="after")
+    def _something_left_to_fit(self) -> Config:
+        if self.train_subset is not None and self.validation >= self.train_subset:
+            raise ValueError(f"validation ({self.validation}) must be smaller than train_subset "
+                             f"({self.train_subset}): some examples must be left to fit on")
+        return self

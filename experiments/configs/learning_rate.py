@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
-from experiments.configs import ActivationName, BatchSize, DynamicsConfig
+from experiments.configs import ActivationName, BatchSize, Distinct, DynamicsConfig, Steps
 
 NAME = "learning-rate"
 TITLE = "Training dynamics: learning rate"
@@ -23,11 +23,11 @@ class Config(DynamicsConfig):
     them one after another."""
 
     activation: ActivationName = "relu"
-    rates: list[Rate] = Field(
+    rates: Annotated[list[Rate], Distinct] = Field(
         default_factory=lambda: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0],
         min_length=1, max_length=16)
     batch_size: BatchSize = 1000
-    steps: int = Field(10_000, ge=1, le=1_000_000)
+    steps: Steps = 10_000
     diverge_loss: float | None = Field(
         1000.0, gt=0.0, le=1e30,
         description="a mini-batch loss above this also counts as diverged: at large rates a "

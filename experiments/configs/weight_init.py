@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, model_validator
 
-from experiments.configs import ActivationName, BatchSize, DynamicsConfig, LearningRate
+from experiments.configs import ActivationName, BatchSize, Distinct, DynamicsConfig, LearningRate
 
 NAME = "weight-init"
 TITLE = "Training dynamics: weight initialization"
@@ -21,10 +21,10 @@ class Config(DynamicsConfig):
     norm of each weight and bias, the saturated fraction of the units and the spread between
     units (0 = all identical), beside the train/test loss and accuracy of each init."""
 
-    activations: list[ActivationName] = Field(
+    activations: Annotated[list[ActivationName], Distinct] = Field(
         default_factory=lambda: ["sigmoid", "tanh", "relu"], min_length=1, max_length=3)
     zero_init: bool = Field(True, description="include all-zero weights and biases")
-    variances: list[Variance] = Field(
+    variances: Annotated[list[Variance], Distinct] = Field(
         default_factory=lambda: [0.1, 0.2, 0.3, 1.0, 2.0], max_length=10,
         description="variances of the Gaussian weight inits (biases start at 0)")
     fan_in: bool = Field(False, description="divide each variance by the layer's fan-in "
