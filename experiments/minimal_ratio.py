@@ -163,6 +163,7 @@ def descend(update: Update, theta: Tensor, max_steps: int, threshold: float,
 
 def phase_two(method: str, config: Config, loss: Flat,
               residuals: tuple[Flat, Flat]) -> tuple[Update, int]:
+    """The update of phase-2 `method` and its step budget."""
     if method == "grad_norm":
         return minimize_grad_norm(loss, config.grad_norm_lr), config.grad_norm_steps
     if method == "newton":
@@ -188,7 +189,7 @@ def examine(loss: Flat, theta: Tensor, config: Config) -> dict[str, Tensor]:
 
 
 def log_method(tracker: Tracker, method: str, found: dict[str, Tensor], seeds: list[int],
-               config: Config, n_params: int) -> None:
+               n_params: int) -> None:
     """One child run per method: per-repetition metrics (step = repetition), a CSV table of
     the repetitions, the eigenvalues of every Hessian, and summaries."""
     run = tracker.child(method, {"method": method, "n_params": n_params,
@@ -264,7 +265,7 @@ def study(config: Config, tracker: Tracker, ctx: RunContext) -> None:
         points[method] = {**examine(loss, theta, config), "phase2_steps": steps.double()}
         seconds[f"{method}.measure_seconds"] = time.perf_counter() - clock - seconds[
             f"{method}.phase2_seconds"]
-        log_method(tracker, method, points[method], seeds, config, count_params(models[0]))
+        log_method(tracker, method, points[method], seeds, count_params(models[0]))
     tracker.summary(seconds)  # where the time goes: the defaults are sized for 2 CPU cores
 
     panels = {"minimal ratio (fraction of positive Hessian eigenvalues)": "minimal_ratio",

@@ -21,13 +21,12 @@ from experiments import plots
 from experiments.configs.weight_trajectory import Config
 from experiments.context import RunContext
 from experiments.data import Dataset, Split, load_dataset
-from experiments.measures import evaluate_stacked, weight_pca
+from experiments.measures import weight_pca
 from experiments.models import mlp
 from experiments.tracking import Tracker
-from experiments.train import EvalEvent, TrainSpec, seeded
+from experiments.train import EvalEvent, ModelStack, Params, TrainSpec, seeded
 from experiments.variants import Outcome, Variant, run_variants
 
-Params = dict[str, Tensor]
 VIEWS = {"first_layer": "first layer", "whole_model": "whole model"}
 
 
@@ -84,12 +83,10 @@ def initial_points(build: Callable[[], nn.Module], seeds: list[int], collector: 
     """Epoch 0: the events' initial weights (built exactly as `run_variants` builds them) and
     their test metrics, evaluated all at once."""
     models = seeded(build, seeds, device)
-    stacked = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
-               for k, _ in models[0].named_parameters()}
-    loss, acc = evaluate_stacked(models[0], stacked, data)
-    for i, model in enumerate(models):
+    loss, acc = ModelStack(models).evaluate(data, "cross_entropy", chunk=8192)
+    for i, (model, test_loss, test_acc) in enumerate(zip(models, loss.tolist(), acc.tolist())):
         weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        collector.add(i, Point(0, weights, acc[i].item(), loss[i].item()))
+        collector.add(i, Point(0, weights, test_acc, test_loss))
 
 
 def train_events(config: Config, tracker: Tracker, ctx: RunContext, variants: list[Variant],
@@ -127,14 +124,16 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
 
     order = [(i, p) for i in range(len(outcomes)) for p in collector.points[i]]
     everything = [p for _, p in order]
-    names = {"first_layer": first_layer(build()),
-             "whole_model": [n for n, _ in build().named_parameters()]}
+    template = build()
+    names = {"first_layer": first_layer(template),
+             "whole_model": [n for n, _ in template.named_parameters()]}
     coords, explained = {}, {}
     for view, keys in names.items():
         coords[view], explained[view] = weight_pca(flat(everything, keys))
+    pcs = {view: xy.tolist() for view, xy in coords.items()}
     rows = [{"event": i + 1, "seed": seeds[i], "epoch": p.epoch, "test_acc": p.test_acc,
              "test_loss": p.test_loss,
-             **{f"{view}_pc{c + 1}": coords[view][j, c].item() for view in coords for c in (0, 1)}}
+             **{f"{view}_pc{c + 1}": pcs[view][j][c] for view in pcs for c in (0, 1)}}
             for j, (i, p) in enumerate(order)]
     tracker.table("pca_points", rows)
 

@@ -98,6 +98,38 @@ def test_sampling_minimal_ratio_at_a_minimum_a_maximum_and_a_known_saddle() -> N
     assert stacked.shape == (2,)
 
 
+def test_flat_loss_and_hessian_of_a_line_fit_are_the_closed_form_mse_ones() -> None:
+    """y = w·x + b under L = mean((w·x + b − y)²): ∇²L = (2/n)·[[Σx², Σx], [Σx, n]] at every θ."""
+    x = torch.linspace(-1, 2, 7, dtype=torch.float64).unsqueeze(1)
+    data = Split(x, 3 * x - 1)
+    line = mlp(1, [], 1).double()
+    layout = measures.FlatLayout(line)
+    theta = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    assert layout.size == 2
+    torch.testing.assert_close(layout.flatten(layout.unflatten(theta)), theta)
+    loss = measures.flat_loss(line, data, "mse")
+    torch.testing.assert_close(loss(theta), (0.5 * x + 2.0 - data.y).pow(2).mean())
+    n, sx, sxx = len(x), x.sum(), x.pow(2).sum()
+    expected = 2 / n * torch.stack([torch.stack([sxx, sx]), torch.stack([sx, x.new_tensor(n)])])
+    torch.testing.assert_close(measures.hessian(loss, theta), expected)
+    torch.testing.assert_close(measures.gradient_norm(loss, torch.tensor([3.0, -1.0]).double()),
+                               torch.tensor(0.0, dtype=torch.float64))  # the exact fit
+
+
+def test_minimal_ratio_config_rejects_absurd_values() -> None:
+    from pydantic import ValidationError
+
+    from experiments.configs.minimal_ratio import Config
+
+    for bad in ({"methods": ["newton", "newton"]}, {"methods": []}, {"repetitions": 0},
+                {"repetitions": 10**6}, {"grad_threshold": 0.0}, {"samples": 1},
+                {"hidden": [6] * 9}):
+        with pytest.raises(ValidationError):
+            Config(**bad)
+    assert Config(methods=["newton", "levenberg_marquardt"]).methods == ["newton",
+                                                                          "levenberg_marquardt"]
+
+
 # --- minimal-ratio: reaching a point of zero gradient -----------------------------------------
 
 def test_newton_jumps_to_the_critical_point_of_a_quadratic_even_a_saddle() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from experiments.configs import (
     ActivationName,
+    Distinct,
     Epochs,
     ExperimentConfig,
     LearningRate,
@@ -41,7 +42,7 @@ class Config(ExperimentConfig):
     optimizer: OptimizerName = "adam"
     lr: LearningRate = Field(1e-2, description="phase 1 learning rate (full batch)")
     epochs: Epochs = Field(2000, description="phase 1 full-batch steps on the loss")
-    methods: list[Method] = Field(
+    methods: Annotated[list[Method], Distinct] = Field(
         default_factory=lambda: ["grad_norm", "levenberg_marquardt"], min_length=1, max_length=3,
         description="phase 2 methods, each started from the same phase-1 weights")
     grad_threshold: float = Field(1e-3, gt=0.0, le=1.0,
@@ -59,4 +60,3 @@ class Config(ExperimentConfig):
 
     PRESETS: ClassVar = {"quick": {"repetitions": 20, "epochs": 500, "grad_norm_steps": 300,
                                    "second_order_steps": 30, "samples": 200}}
-
