@@ -11,7 +11,6 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mlflow.exceptions import MlflowException
+from starlette.exceptions import HTTPException
 
 from experiments import registry
 from experiments.tracking import client
@@ -61,22 +61,11 @@ def lab(request: Request) -> Lab:
     return request.app.state.lab
 
 
-def error_body(status: int, message: str, errors: list[dict[str, str]] | None = None
-               ) -> JSONResponse:
-    detail = message if not errors else f"{message}: " + "; ".join(
-        f"{e['field']}: {e['reason']}" for e in errors)
-    return JSONResponse({"detail": detail, "errors": errors or []}, status_code=status)
-
-
-def finite(value: Any) -> Any:
-    """JSON has no NaN/inf (a diverged run logs them): those become strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
+def error_body(status: int, message: str, errors: list[dict[str, str]] | None = None,
+               field: str | None = None) -> JSONResponse:
+    """Every error reply: `detail` (one line) and `errors` ([{field, reason}])."""
+    error = jobs.JobError(message, errors, field)
+    return JSONResponse({"detail": error.detail, "errors": error.errors}, status_code=status)
 
 
 class Unauthorized(jobs.JobError):
@@ -94,7 +83,8 @@ def require_token(request: Request,
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(),
                                                       token.encode()):
         raise Unauthorized("wrong bearer token" if credentials else
-                           "this server needs 'Authorization: Bearer <PHENOLAB_API_TOKEN>'")
+                           "this server needs 'Authorization: Bearer <PHENOLAB_API_TOKEN>'",
+                           field="Authorization")
 
 
 routes = APIRouter(dependencies=[Depends(require_token)])
@@ -150,13 +140,8 @@ def list_jobs(request: Request, status: Status | None = None, experiment: str | 
               limit: int = Query(50, ge=1, le=1000),
               page_token: str | None = Query(None, max_length=2000)) -> dict[str, Any]:
     lab_ = lab(request)
-    try:
-        runs, token = jobs.search(lab_.mlflow, status, experiment, limit, page_token)
-    except MlflowException as error:
-        if error.error_code == "INVALID_PARAMETER_VALUE":
-            raise jobs.JobError(f"bad page_token: {error.message}") from None
-        raise
-    return finite({"jobs": [{**jobs.summary(run),
+    runs, token = jobs.search(lab_.mlflow, status, experiment, limit, page_token)
+    return jobs.finite({"jobs": [{**jobs.summary(run),
                              "links": links(request, lab_, run.info.run_id, run.info.experiment_id)}
                             for run in runs],
                    "next_page_token": token})
@@ -166,7 +151,7 @@ def list_jobs(request: Request, status: Status | None = None, experiment: str | 
 def get_job(job_id: str, request: Request) -> dict[str, Any]:
     lab_ = lab(request)
     run = jobs.load(lab_.mlflow, job_id)
-    return finite({**jobs.detail(lab_.mlflow, run),
+    return jobs.finite({**jobs.detail(lab_.mlflow, run),
                    "links": links(request, lab_, job_id, run.info.experiment_id)})
 
 
@@ -212,7 +197,8 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                return await error_body(400, "bad Content-Length")(scope, receive, send)
+                return await error_body(400, "bad Content-Length",
+                                        field="Content-Length")(scope, receive, send)
             if int(declared) > self.limit:
                 return await self.too_large(scope, receive, send)
             return await self.app(scope, receive, send)
@@ -236,7 +222,8 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
     async def too_large(self, scope: dict, receive: Callable, send: Callable) -> None:
-        await error_body(413, f"request body over {self.limit} bytes")(scope, receive, send)
+        await error_body(413, f"request body over {self.limit} bytes",
+                         field="body")(scope, receive, send)
 
 
 def create_app(s: Settings | None = None) -> FastAPI:
@@ -262,7 +249,8 @@ def create_app(s: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(jobs.JobError)
     async def job_error(request: Request, error: jobs.JobError) -> JSONResponse:
-        response = error_body(error.status, error.message, error.errors)
+        response = JSONResponse({"detail": error.detail, "errors": error.errors},
+                                status_code=error.status)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -272,6 +260,14 @@ def create_app(s: Settings | None = None) -> FastAPI:
         errors = [{"field": ".".join(str(part) for part in e["loc"][1:]) or str(e["loc"][0]),
                    "reason": e["msg"]} for e in error.errors()]
         return error_body(422, "invalid request", errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        """Starlette's own 4xx (no such route, method not allowed) in the same shape."""
+        field = "method" if error.status_code == 405 else "path"
+        response = error_body(error.status_code, str(error.detail), field=field)
+        response.headers.update(error.headers or {})
+        return response
 
     @app.exception_handler(MlflowException)
     async def store_error(request: Request, error: MlflowException) -> JSONResponse:

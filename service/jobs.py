@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from mlflow.entities import Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.search_utils import SearchUtils
 from pydantic import ValidationError
 
 from experiments import registry
@@ -48,14 +50,18 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class JobError(Exception):
-    """A request the job layer refuses; `status` is the HTTP status it maps to."""
+    """A request the job layer refuses; `status` is the HTTP status it maps to. `errors` name
+    each offending field with its reason; `field` alone says the message is that field's."""
 
     status = 400
 
-    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None,
+                 field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.errors = errors or []
+        self.errors = errors or ([{"field": field, "reason": message}] if field else [])
+        self.detail = message if field or not errors else f"{message}: " + "; ".join(
+            f"{e['field']}: {e['reason']}" for e in errors)
 
 
 class NotFound(JobError):
@@ -70,6 +76,17 @@ class InvalidConfig(JobError):
     status = 422
 
 
+def finite(value: Any) -> Any:
+    """JSON has no NaN/inf (a diverged run logs them): those become strings, at any depth."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
 def field_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, str]]:
     """Pydantic errors as [{field, reason}]; the offending input is not echoed (it may be huge,
     or not JSON at all, like inf)."""
@@ -82,7 +99,7 @@ def experiment(name: str) -> registry.Entry:
     try:
         return registry.get(name)
     except registry.UnknownExperiment as error:
-        raise NotFound(str(error)) from None
+        raise NotFound(str(error), field="name") from None
 
 
 def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
@@ -116,15 +133,15 @@ def submit(mlflow: MlflowClient, queue: JobQueue, name: str, body: dict[str, Any
 def load(mlflow: MlflowClient, run_id: str) -> Run:
     """The job's run; NotFound for anything that is not a phenolab job."""
     if not RUN_ID.match(run_id):
-        raise NotFound(f"no job {run_id!r}")
+        raise NotFound(f"no job {run_id!r}", field="job_id")
     try:
         run = mlflow.get_run(run_id)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise NotFound(f"no job {run_id!r}") from None
+            raise NotFound(f"no job {run_id!r}", field="job_id") from None
         raise
     if run.data.tags.get("phenolab.kind") != "job" or run.info.lifecycle_stage != "active":
-        raise NotFound(f"no job {run_id!r}")
+        raise NotFound(f"no job {run_id!r}", field="job_id")
     return run
 
 
@@ -187,11 +204,12 @@ def search(mlflow: MlflowClient, status: str | None = None, experiment: str | No
     """Jobs, newest first, optionally of one status and/or one experiment; paginated."""
     if experiment is not None:
         if experiment not in registry.entries():
-            raise NotFound(str(registry.UnknownExperiment(experiment)))
+            raise NotFound(str(registry.UnknownExperiment(experiment)), field="experiment")
         found = mlflow.get_experiment_by_name(experiment)
         ids = [found.experiment_id] if found else []
     else:
         ids = [e.experiment_id for e in mlflow.search_experiments(max_results=1000)]
+    check_page_token(page_token)
     if not ids:
         return [], None
     query = "tags.`phenolab.kind` = 'job'"
@@ -202,12 +220,26 @@ def search(mlflow: MlflowClient, status: str | None = None, experiment: str | No
     return list(page), page.token
 
 
+def check_page_token(token: str | None) -> None:
+    """A 400 naming `page_token` for a token MLflow's parser refuses or decodes to an offset no
+    store can use (else a hand-made token fails deep in the store, as a 5xx)."""
+    if not token:
+        return
+    try:
+        offset = SearchUtils.parse_start_offset_from_page_token(token)
+    except Exception as error:
+        reason = error.message if isinstance(error, MlflowException) else str(error)
+        raise JobError(f"bad page_token: {reason}", field="page_token") from None
+    if not 0 <= offset < 2**62:
+        raise JobError(f"bad page_token: offset {offset} out of range", field="page_token")
+
+
 def cancel(mlflow: MlflowClient, run_id: str) -> str:
     """A queued job ends KILLED now and never starts; a running one is flagged and its worker
     stops it at the next progress report (it then ends KILLED). Returns the status now."""
     run = load(mlflow, run_id)
     if run.info.status not in ACTIVE:
-        raise Conflict(f"job {run_id} already ended {run.info.status}")
+        raise Conflict(f"job {run_id} already ended {run.info.status}", field="job_id")
     mlflow.set_tag(run_id, CANCEL, str(time.time()))
     if run.info.status == "SCHEDULED":
         mlflow.set_tag(run_id, ERROR, "cancelled before it started")

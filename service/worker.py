@@ -18,7 +18,6 @@ import argparse
 import faulthandler
 import json
 import logging
-import math
 import os
 import signal
 import socket
@@ -96,11 +95,6 @@ def current_slot() -> Slot:
     return _slot
 
 
-def _finite(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: v if not isinstance(v, float) or math.isfinite(v) else str(v)
-            for k, v in info.items()}
-
-
 class Heartbeat(threading.Thread):
     """Writes heartbeat + progress tags every PHENOLAB_HEARTBEAT_SECONDS and reads the cancel
     request, on its own MLflow client, while the experiment trains."""
@@ -129,7 +123,7 @@ class Heartbeat(threading.Thread):
             tags.append(RunTag(jobs.PROGRESS, json.dumps({
                 "variant": p.variant, "variant_index": p.variant_index,
                 "variant_count": p.variant_count, "done": p.done, "total": p.total,
-                "fraction": round(p.fraction, 4), "info": _finite(p.info)})))
+                "fraction": round(p.fraction, 4), "info": jobs.finite(p.info)})))
         try:
             self.mlflow.log_batch(self.run_id, tags=tags)
             if jobs.CANCEL in self.mlflow.get_run(self.run_id).data.tags:

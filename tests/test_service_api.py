@@ -120,6 +120,13 @@ BAD_INPUT = [
     ("bad limit", "GET", "/jobs?limit=0", None, 422, "limit: Input should be greater than or equal"),
     ("huge limit", "GET", "/jobs?limit=99999999999", None, 422, "limit: Input should be less"),
     ("bad page token", "GET", "/jobs?page_token=xyz", None, 400, "bad page_token"),
+    ("page token of a list", "GET", "/jobs?page_token=WzFd", None, 400, "bad page_token"),
+    ("page token offset inf", "GET", "/jobs?page_token=eyJvZmZzZXQiOiAxZTk5OX0=", None, 400,
+     "bad page_token"),
+    ("negative page offset", "GET", "/jobs?page_token=eyJvZmZzZXQiOiAtNX0=", None, 400,
+     "bad page_token: offset -5 out of range"),
+    ("no such route", "GET", "/nope", None, 404, "Not Found"),
+    ("method not allowed", "DELETE", "/jobs", None, 405, "Method Not Allowed"),
     ("unknown experiment filter", "GET", "/jobs?experiment=nope", None, 404, "unknown experiment"),
 ]
 
@@ -133,6 +140,8 @@ def test_bad_input_is_a_clear_4xx(lab: Lab, case: tuple) -> None:
     response = lab.http.request(method, path, **kwargs)
     assert response.status_code == status, response.text
     assert text in response.json()["detail"], response.text
+    errors = response.json()["errors"]
+    assert errors and all(e["field"] and e["reason"] for e in errors), response.text
 
 
 def test_oversized_streamed_body_is_413(lab: Lab) -> None:
