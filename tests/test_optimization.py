@@ -23,7 +23,7 @@ from experiments.minimal_ratio import (
     newton,
     residual_functions,
 )
-from experiments.models import mlp
+from experiments.models import count_params, mlp
 from experiments.train import TrainSpec, intra_op_threads, seeded, train
 from experiments.weight_trajectory import first_layer
 
@@ -123,11 +123,13 @@ def test_minimal_ratio_config_rejects_absurd_values() -> None:
 
     for bad in ({"methods": ["newton", "newton"]}, {"methods": []}, {"repetitions": 0},
                 {"repetitions": 10**6}, {"grad_threshold": 0.0}, {"samples": 1},
-                {"hidden": [6] * 9}):
+                {"hidden": [6] * 9}, {"hidden": [8192]}, {"hidden": [22, 22], "repetitions": 1000}):
         with pytest.raises(ValidationError):
             Config(**bad)
     assert Config(methods=["newton", "levenberg_marquardt"]).methods == ["newton",
                                                                           "levenberg_marquardt"]
+    for hidden in ([6, 6], [20, 20], [3]):  # the bound counts parameters as torch does
+        assert Config(hidden=hidden).n_params == count_params(mlp(1, hidden, 1))
 
 
 # --- minimal-ratio: reaching a point of zero gradient -----------------------------------------

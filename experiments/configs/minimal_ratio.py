@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from experiments.configs import (
     ActivationName,
@@ -22,6 +22,8 @@ NAME = "minimal-ratio"
 TITLE = "HW1-2 Optimization: what happens when the gradient is almost zero"
 
 Method = Literal["grad_norm", "newton", "levenberg_marquardt"]
+MAX_PARAMS = 1000  # the exact Hessian is [P, P] per network: the course's nets have a few hundred
+MAX_HESSIAN_ENTRIES = 250_000_000  # repetitions · P² float64 entries at once: 2 GB
 
 
 class Config(ExperimentConfig):
@@ -60,3 +62,19 @@ class Config(ExperimentConfig):
 
     PRESETS: ClassVar = {"quick": {"repetitions": 20, "epochs": 500, "grad_norm_steps": 300,
                                    "second_order_steps": 30, "samples": 200}}
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of the 1-hidden…-1 MLP (weights and biases), counted without torch."""
+        widths = [1, *self.hidden, 1]
+        return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+    @model_validator(mode="after")
+    def _hessian_fits(self) -> Config:
+        if self.n_params > MAX_PARAMS:
+            raise ValueError(f"hidden: {self.n_params} parameters, at most {MAX_PARAMS} "
+                             "(the exact Hessian is P×P per network)")
+        if self.repetitions * self.n_params ** 2 > MAX_HESSIAN_ENTRIES:
+            raise ValueError(f"repetitions × parameters² = {self.repetitions * self.n_params ** 2:,}"
+                             f" Hessian entries, at most {MAX_HESSIAN_ENTRIES:,}: fewer of either")
+        return self
