@@ -90,40 +90,37 @@ def top_hessian_eigenvalue(loss: Callable[[Params], Tensor], params: Params, ite
                            seed: int = 0) -> Tensor:
     """Power iteration on Hessian-vector products of `loss` at `params`: the Rayleigh quotient
     vᵀHv of the last iterate, i.e. the eigenvalue of largest magnitude (the top one at a
-    minimum, where H is nearly positive semi-definite). Start vector seeded. A 0-d tensor."""
+    minimum, where H is nearly positive semi-definite). `iters` Hessian-vector products
+    (at least one); start vector seeded. A 0-d tensor."""
     params = {k: p.detach() for k, p in params.items()}
     generator = torch.Generator(device=next(iter(params.values())).device).manual_seed(seed)
     v = normalized({k: torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
                     for k, p in params.items()})
-    value = torch.zeros(())
-    for _ in range(iters):
-        hv = hvp(loss, params, v)
-        value = _dot(v, hv)
+    hv = hvp(loss, params, v)
+    for _ in range(iters - 1):
         v = normalized(hv)
-    return value
+        hv = hvp(loss, params, v)
+    return _dot(v, hv)
 
 
 def epsilon_sharpness(loss: Callable[[Params], Tensor], params: Params, eps: float = 1e-3,
                       steps: int = 10) -> Tensor:
     """Keskar et al. (2017): 100·(max_δ L(θ+δ) − L(θ)) / (1 + L(θ)) over the box
-    |δ_i| ≤ ε(|θ_i| + 1), in percent, with L = `loss`. The max is found by `steps` projected
+    |δ_i| ≤ ε(|θ_i| + 1), in percent, with L = `loss` (whatever it averages, e.g. `split_loss`:
+    the mean cross-entropy of a split), θ = `params`. The max is found by `steps` projected
     sign-gradient ascent steps from δ = 0 (step 2.5·bound/steps, so the box's faces are
     reachable); the largest loss seen is kept, so the value is a lower bound of the true max."""
     params = {k: p.detach() for k, p in params.items()}
     bound = {k: eps * (p.abs() + 1) for k, p in params.items()}
     delta = {k: torch.zeros_like(p) for k, p in params.items()}
     ascent = torch.func.grad_and_value(lambda d: loss({k: params[k] + d[k] for k in params}))
-    base = best = None
+    g, base = ascent(delta)  # at δ = 0: L(θ)
+    best = base
     for _ in range(steps):
-        g, value = ascent(delta)
-        base = value if base is None else base
-        best = value if best is None else torch.maximum(best, value)
         delta = {k: (delta[k] + 2.5 * bound[k] / steps * g[k].sign()).clamp(-bound[k], bound[k])
                  for k in params}
-    with torch.no_grad():
-        final = loss({k: params[k] + delta[k] for k in params})
-    best = final if best is None else torch.maximum(best, final)
-    base = final if base is None else base
+        g, value = ascent(delta)
+        best = torch.maximum(best, value)
     return 100 * (best - base) / (1 + base)
 
 

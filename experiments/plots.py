@@ -74,13 +74,12 @@ def predictions(x: Sequence[float], truth: Sequence[float],
 
 
 def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]],
-              right: tuple[str, Sequence[float]] | Mapping[str, Sequence[float]], *, xlabel: str,
-              left_label: str, title: str, logx: bool = False, logy: bool = False,
-              right_label: str | None = None) -> Figure:
-    """Several curves on the left axis (solid, log scale with `logy`) against one — `(label,
-    y)` — or several — `{label: y}`, axis named `right_label` — on a second y axis (dashed,
-    e.g. sensitivity). The k-th right curve takes the k-th left curve's colour, so give both in
-    the same order (train, test); the legend sits below the axes, clear of the data."""
+              right: Mapping[str, Sequence[float]], *, xlabel: str, left_label: str,
+              right_label: str, title: str, logx: bool = False, logy: bool = False) -> Figure:
+    """Curves {label: y} on the left axis (solid, log scale with `logy`, named `left_label`)
+    and on a second y axis (dashed, named `right_label`, e.g. sensitivity). The k-th right
+    curve takes the k-th left curve's colour, so give both in the same order (train, test);
+    the legend sits below the axes, clear of the data."""
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (label, y), color in zip(left.items(), colors):
@@ -91,10 +90,9 @@ def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]],
     if logy:
         ax.set_yscale("log")
     other = ax.twinx()
-    rights = dict([right]) if isinstance(right, tuple) else right
-    for (label, y), color in zip(rights.items(), colors):
+    for (label, y), color in zip(right.items(), colors):
         other.plot(x, y, "s--", color=color, label=label, alpha=0.85)
-    other.set_ylabel(f"{right_label or next(iter(rights))} (dashed)")
+    other.set_ylabel(f"{right_label} (dashed)")
     handles = ax.get_legend_handles_labels()
     extra = other.get_legend_handles_labels()
     fig.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8, loc="lower center",

@@ -81,7 +81,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     def column(key: str) -> list[float]:
         return by_batch_size(outcomes, [r[key] for r in results])[1]
 
-    sizes = by_batch_size(outcomes, [0.0] * len(outcomes))[0]
+    sizes = sorted(config.batch_sizes)
     for key in ("sensitivity", "sensitivity_train", "train_loss", "test_loss", "train_acc",
                 "test_acc", *(["jacobian_sensitivity"] if config.jacobian else [])):
         tracker.log_series(f"{key}_by_batch_size", column(key), sizes)  # step = batch size

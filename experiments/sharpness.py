@@ -33,7 +33,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     for index, outcome in enumerate(outcomes):
         ctx.begin(f"sharpness of {outcome.variant.name}", index, len(outcomes))
         model = outcome.model
-        params = {name: p.detach() for name, p in model.named_parameters()}
+        params = dict(model.named_parameters())  # the measures detach them
         loss = measures.split_loss(model, split)
         profile = profile_of(model, split, ts)
         values = {"profile_sharpness": profile[-1] - profile[k],  # uphill: t = +r

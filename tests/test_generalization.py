@@ -97,6 +97,8 @@ def test_param_count_defaults_span_two_orders_of_magnitude() -> None:
     config = ParamCountConfig()
     counts = [mlp_params(784, [w] * config.depth, 10) for w in config.widths]
     assert len(counts) >= 10 and max(counts) / min(counts) >= 100
+    with pytest.raises(ValidationError, match="at most once"):
+        ParamCountConfig(widths=[4, 16, 4])
 
 
 def test_param_count_logs_n_params_and_finals_per_model(store: str, mnist_dir: Path) -> None:
@@ -162,6 +164,8 @@ def test_sensitivity_defaults_and_bounds() -> None:
     assert min(config.batch_sizes) <= 16 and max(config.batch_sizes) >= 4096
     with pytest.raises(ValidationError, match="batch_sizes"):
         build_config(SensitivityConfig, None, {"batch_sizes": [0, 64]})
+    with pytest.raises(ValidationError, match="at most once"):
+        build_config(SensitivityConfig, None, {"batch_sizes": [64, 16, 64]})
 
 
 def test_sensitivity_per_batch_size_children_and_figures(store: str, mnist_dir: Path,

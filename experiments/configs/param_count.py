@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from experiments.configs import (
     BatchSize,
     DatasetName,
+    Distinct,
     Epochs,
     ExperimentConfig,
     LearningRate,
@@ -29,8 +30,9 @@ class Config(ExperimentConfig):
     plotted against the number of parameters on a log axis."""
 
     dataset: DatasetName = "mnist"
-    widths: list[Width] = Field(default_factory=lambda: [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
-                                min_length=2, max_length=16)
+    widths: Annotated[list[Width], Distinct] = Field(
+        default_factory=lambda: [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], min_length=2,
+        max_length=16)
     depth: int = Field(1, ge=1, le=4, description="hidden layers, each `width` wide")
     optimizer: OptimizerName = "adam"
     lr: LearningRate = 1e-3

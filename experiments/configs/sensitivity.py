@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from experiments.configs import (
     BatchSize,
     DatasetName,
+    Distinct,
     Epochs,
     ExperimentConfig,
     LearningRate,
@@ -28,8 +29,8 @@ class BatchSizeStudy(ExperimentConfig):
 
     dataset: DatasetName = "mnist"
     hidden: list[Width] = Field(default_factory=lambda: [256, 256, 256], min_length=1, max_length=8)
-    batch_sizes: list[BatchSize] = Field(default_factory=lambda: [16, 64, 256, 1024, 4096],
-                                         min_length=1, max_length=12)
+    batch_sizes: Annotated[list[BatchSize], Distinct] = Field(
+        default_factory=lambda: [16, 64, 256, 1024, 4096], min_length=1, max_length=12)
     repeats: int = Field(1, ge=1, le=8, description="seeds per batch size, trained together")
     optimizer: OptimizerName = "adam"
     lr: LearningRate = 1e-3
