@@ -333,6 +333,18 @@ def test_weight_trajectory_keeps_snapshots_and_projects_all_points(store: str, m
     assert min(figures.values()) > 10_000
 
 
+def test_weight_trajectory_config_counts_points_and_rejects_too_many() -> None:
+    from pydantic import ValidationError
+
+    from experiments.configs.weight_trajectory import Config
+
+    assert Config(**TINY_TRAJECTORY).points == 9  # 3 events × epochs 0, 2, 4
+    assert Config(events=2, epochs=5, collect_every=2).points == 8  # epochs 0, 2, 4, 5
+    assert Config().points == 8 * 9  # the default: epochs 0, 3, …, 24
+    with pytest.raises(ValidationError, match="collected points"):
+        Config(events=64, epochs=1000, collect_every=1)
+
+
 def test_weight_trajectory_one_by_one_matches_the_ensemble(store: str, mnist_dir: Path) -> None:
     config = {**TINY_TRAJECTORY, "events": 2, "epochs": 2, "collect_every": 1}
     client = MlflowClient(store)

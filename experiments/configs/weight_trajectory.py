@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from experiments.configs import (
     BatchSize,
@@ -20,6 +20,7 @@ from experiments.configs import (
 
 NAME = "weight-trajectory"
 TITLE = "HW1-2 Optimization: the path of the weights during training, in 2-D"
+MAX_POINTS = 2000  # collected weight vectors, all held (on the CPU) for one PCA
 
 
 class Config(ExperimentConfig):
@@ -46,3 +47,16 @@ class Config(ExperimentConfig):
 
     PRESETS: ClassVar = {"quick": {"epochs": 6, "train_subset": 2000, "test_subset": 1000,
                                    "hidden": [64, 64]}}
+
+    @property
+    def points(self) -> int:
+        """Weight vectors collected: per event epoch 0, every `collect_every`-th epoch, the last."""
+        per_event = self.epochs // self.collect_every + 1 + (self.epochs % self.collect_every > 0)
+        return self.events * per_event
+
+    @model_validator(mode="after")
+    def _points_fit(self) -> Config:
+        if self.points > MAX_POINTS:
+            raise ValueError(f"{self.points} collected points (events × collections), at most "
+                             f"{MAX_POINTS}: fewer events or epochs, or a larger collect_every")
+        return self
