@@ -131,3 +131,22 @@ def test_evaluate_stacked_and_profiles() -> None:
     inputs = measures.input_profile(model, split, ts, chunk=10)
     torch.testing.assert_close(inputs[1], own)
     assert inputs[3] > inputs[2] > inputs[1] > inputs[0]
+
+
+def test_profile_slopes_at_zero_are_the_gradient_norms() -> None:
+    """Along a normalized gradient the loss rises at the gradient's norm: the weight profile's
+    slope at t=0 is ‖∇_θ L‖₂ (L the mean cross-entropy), the input profile's is the mean over
+    samples of ‖∂ℓ_i/∂x_i‖ — exactly the sensitivity."""
+    model, x, y = softmax_regression(3)
+    model = model.float()
+    split = Split(x.float(), y)
+    h = 1e-2
+    ts = torch.tensor([-h, 0.0, h])
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    grad = torch.func.grad(measures.split_loss(model, split))(params)
+    grad_norm = torch.cat([g.flatten() for g in grad.values()]).norm()
+    weights = measures.weight_profile(model, split, ts)
+    torch.testing.assert_close((weights[2] - weights[0]) / (2 * h), grad_norm, rtol=1e-3, atol=1e-4)
+    inputs = measures.input_profile(model, split, ts, chunk=10)
+    torch.testing.assert_close((inputs[2] - inputs[0]) / (2 * h),
+                               measures.sensitivity(model, split.x, split.y), rtol=1e-3, atol=1e-4)
