@@ -21,7 +21,8 @@ class Config(BatchSizeStudy):
     loss(0), the point seed 002 took (its "sharpness" at step −2.5); ε-sharpness (Keskar
     et al. 2017, % rise of the max loss in the box |δ_i| ≤ ε(|θ_i|+1), by projected ascent);
     the Hessian's top eigenvalue by power iteration on Hessian-vector products.
-    Figures: the profiles, and the measures vs batch size."""
+    Each child run logs its profile as `profile_loss` with step = round(100·t) (MLflow steps
+    are integers). Figures: the profiles, and the measures vs batch size."""
 
     profile_space: Literal["inputs", "weights"] = "inputs"
     profile_radius: float = Field(2.5, gt=0.0, le=100.0, description="profile spans t in [−r, r]")
