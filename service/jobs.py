@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from experiments import registry
 from experiments.configs import ExperimentConfig, build_config
-from experiments.tracking import create_job_run
+from experiments.tracking import create_job_run, set_status
 from service.queue import JobQueue
 from service.settings import Settings
 
@@ -274,7 +274,7 @@ def requeue(mlflow: MlflowClient, queue: JobQueue, run: Run, reason: str, max_at
         mlflow.delete_tag(run_id, ERROR)
     mlflow.log_batch(run_id, tags=[RunTag(ATTEMPT, str(attempt)), RunTag(HEARTBEAT, str(time.time())),
                                    RunTag(REQUEUED, f"{reason} (attempt {attempt})")])
-    mlflow.update_run(run_id, status="SCHEDULED")
+    set_status(mlflow, run_id, "SCHEDULED")
     queue.enqueue(run_id, attempt)
     log.warning("job %s re-queued (attempt %d): %s", run_id, attempt, reason)
     return "SCHEDULED"

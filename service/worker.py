@@ -31,7 +31,7 @@ from typing import Any
 
 from mlflow.entities import RunTag
 
-from experiments.tracking import client
+from experiments.tracking import client, set_status
 from service import jobs
 from service.queue import JobQueue
 from service.settings import Settings, settings
@@ -171,7 +171,7 @@ def run_job(run_id: str, attempt: int) -> None:
     now = str(time.time())
     mlflow.log_batch(run_id, tags=[RunTag(jobs.WORKER, slot.id), RunTag(jobs.STARTED, now),
                                    RunTag(jobs.HEARTBEAT, now)])
-    mlflow.update_run(run_id, status="RUNNING")
+    set_status(mlflow, run_id, "RUNNING")
     log.info("job %s (%s, attempt %d) started", run_id, name, attempt)
     beat = Heartbeat(run_id, slot)
     ctx = RunContext(on_progress=beat.on_progress, cancelled=beat.cancelled)
