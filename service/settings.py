@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from experiments.stores import home, tracking_uri
@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     stale_seconds: float = Field(60.0, gt=0, le=86_400)
     sweep_seconds: float = Field(15.0, gt=0, le=3600)
     max_attempts: int = Field(2, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _liveness(self) -> Settings:
+        """A stale time within two heartbeats would declare every running job lost."""
+        if self.stale_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError(f"PHENOLAB_STALE_SECONDS ({self.stale_seconds}) must exceed twice "
+                             f"PHENOLAB_HEARTBEAT_SECONDS ({self.heartbeat_seconds})")
+        return self
 
     @property
     def mlflow_ui(self) -> str:

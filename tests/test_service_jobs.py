@@ -184,3 +184,10 @@ def test_slots_come_from_gpus_and_jobs_per_gpu(monkeypatch: pytest.MonkeyPatch) 
     assert plan_slots(Settings(gpus="all")) == ["1", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: one CPU slot per job
     assert plan_slots(Settings(gpus="all", jobs_per_gpu=2)) == [None, None]
+
+
+def test_a_stale_time_within_two_heartbeats_is_refused() -> None:
+    """Else every running job would be declared lost between two of its heartbeats."""
+    with pytest.raises(ValueError, match="PHENOLAB_STALE_SECONDS .10.0. must exceed twice"):
+        Settings(heartbeat_seconds=5, stale_seconds=10)
+    assert Settings(heartbeat_seconds=5, stale_seconds=10.5).stale_seconds == 10.5
