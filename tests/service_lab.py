@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +111,29 @@ class Lab:
         self.until(reached, timeout, f"job {job_id} to be {'/'.join(statuses)}")
         return found
 
-    def until(self, check, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.tails()}")
+    def until(self, check: Callable[[], Any], timeout: float, what: str) -> None:
+        until(check, timeout, what, self.tails)
 
     def tails(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
                          for log in sorted(self.logs.glob("*.log")))
+
+
+def until(check: Callable[[], Any], timeout: float, what: str, tails: Callable[[], str],
+          proc: subprocess.Popen | None = None) -> None:
+    """Poll `check` until it holds (a refused connection counts as not yet); give up at the
+    timeout, or early when `proc` has exited, with the processes' log tails in the failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    exited = f" (exit code {proc.returncode})" if proc is not None and proc.poll() is not None \
+        else ""
+    raise AssertionError(f"gave up after {timeout} s{exited} waiting for {what}\n{tails()}")
 
 
 def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:

@@ -9,7 +9,6 @@ import http.server
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from service_lab import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -28,13 +28,15 @@ SELFTEST_ENV = ROOT / "deploy" / "selftest" / "selftest.env"
 ENV_EXAMPLE = ROOT / ".env.example"
 PROJECT_SERVICES = {"mlflow", "api", "worker"}
 SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY")
+COMPOSE_SECONDS = 120  # `docker compose config` reads files only; a hang is a failure
 
 
 def compose_cli() -> list[str] | None:
     """`docker compose` (v2) when this machine has the CLI and its plugin, else None."""
     if shutil.which("docker") is None:
         return None
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True,
+                           timeout=COMPOSE_SECONDS)
     return ["docker", "compose"] if probe.returncode == 0 and "v2." in probe.stdout else None
 
 
@@ -64,7 +66,8 @@ def resolved(env_file: Path, *overrides: Path) -> dict[str, Any]:
         return model
     files = [arg for path in (COMPOSE, *overrides) for arg in ("-f", str(path))]
     done = subprocess.run([*cli, "--project-directory", str(ROOT), "--env-file", str(env_file),
-                           *files, "config", "--format", "json"], capture_output=True, text=True)
+                           *files, "config", "--format", "json"], capture_output=True, text=True,
+                          timeout=COMPOSE_SECONDS)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -98,7 +101,8 @@ def test_compose_config_is_valid_with_the_documented_env(env_file: Path) -> None
     if cli is None:
         pytest.skip("no Compose v2 CLI here: the YAML checks below cover the file")
     done = subprocess.run([*cli, "--project-directory", str(ROOT), "--env-file", str(env_file),
-                           "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
+                           "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
+                          timeout=COMPOSE_SECONDS)
     assert done.returncode == 0, done.stderr
 
 
@@ -112,7 +116,7 @@ def test_compose_refuses_to_start_without_a_secret(env_file: Path, secret: str) 
     env_file.write_text(blank)
     done = subprocess.run([*cli, "--project-directory", str(env_file.parent), "--env-file",
                            str(env_file), "-f", str(COMPOSE), "config", "-q"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=COMPOSE_SECONDS)
     assert done.returncode != 0
     assert f"required variable {secret} is missing a value" in done.stderr, done.stderr
 
@@ -247,17 +251,11 @@ def healthcheck(*targets: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=30)
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_healthcheck_passes_only_when_every_target_answers(http_server: str) -> None:
     assert healthcheck(f"{http_server}/health").returncode == 0
     failed = healthcheck(f"{http_server}/health", f"{http_server}/broken")
     assert failed.returncode == 1 and "/broken" in failed.stderr
-    assert healthcheck(f"http://127.0.0.1:{closed_port()}/health").returncode == 1
+    assert healthcheck(f"http://127.0.0.1:{free_port()}/health").returncode == 1
 
 
 def test_healthcheck_pings_redis_and_hides_the_password() -> None:
@@ -268,7 +266,7 @@ def test_healthcheck_pings_redis_and_hides_the_password() -> None:
     except redis.RedisError:
         pytest.skip("no Redis on 127.0.0.1:6379")
     assert healthcheck("redis://127.0.0.1:6379/0").returncode == 0
-    failed = healthcheck(f"redis://:hunter2@127.0.0.1:{closed_port()}/0")
+    failed = healthcheck(f"redis://:hunter2@127.0.0.1:{free_port()}/0")
     assert failed.returncode == 1 and "hunter2" not in failed.stderr
 
 

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from service_lab import FAST_LIVENESS, LONG, TINY, embedded_env, free_port
+from service_lab import FAST_LIVENESS, LONG, TINY, embedded_env, free_port, until
 
 SUBMIT_TINY = ["function-fit", "--preset", "quick", *(
     arg for key, value in TINY.items() if key != "preset"
@@ -32,22 +32,6 @@ def group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(stat.parent.name))
     return members
-
-
-def until(check, timeout: float, what: str, log: Path, proc: subprocess.Popen | None = None
-          ) -> None:
-    """Poll `check` until it holds; give up early when `proc` (serve) has exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"gave up after {timeout} s (serve exit code {proc and proc.returncode}) "
-                         f"waiting for {what}\n"
-                         f"{log.read_text(errors='replace')[-4000:]}")
 
 
 class Served:
@@ -69,8 +53,9 @@ class Served:
         return subprocess.run([sys.executable, "-m", "service.cli", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
-    def until(self, check, timeout: float, what: str) -> None:
-        until(check, timeout, what, self.log, self.proc)
+    def until(self, check: Callable[[], Any], timeout: float, what: str) -> None:
+        until(check, timeout, what, lambda: self.log.read_text(errors="replace")[-4000:],
+              self.proc)
 
     def close(self) -> None:
         self.http.close()
