@@ -203,21 +203,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def follow(http, job_id: str, name: str) -> str:
-    """Poll the job once a second, drawing its overall progress, until it ends."""
+    """Poll the job once a second, drawing its progress with the bar of `phenolab run`, until
+    it ends."""
     from tqdm import tqdm
 
-    with tqdm(total=100, unit="%", desc=name, dynamic_ncols=True) as bar:
+    from experiments.context import Progress
+    from service.progress import ProgressBar
+
+    with ProgressBar(name) as bar:
         while True:
             response = http.get(f"/jobs/{job_id}")
             response.raise_for_status()
             job = response.json()
             if progress := job.get("progress"):
-                bar.set_description(f"{name} [{progress['variant_index'] + 1}/"
-                                    f"{progress['variant_count']}] {progress['variant']}")
-                bar.update(round(100 * progress["fraction"]) - bar.n)
+                bar.update(Progress(progress["variant"], progress["variant_index"],
+                                    progress["variant_count"], progress["done"],
+                                    progress["total"], progress.get("info", {})))
             if job["status"] not in ("SCHEDULED", "RUNNING"):
                 if job.get("error"):
-                    bar.write(f"error: {job['error']}", file=sys.stderr)
+                    tqdm.write(f"error: {job['error']}", file=sys.stderr)
                 return job["status"]
             time.sleep(1.0)
 

@@ -30,6 +30,6 @@ class ProgressBar:
                                  f"{progress.variant_count}] {progress.variant}")
         if self.bar.total != progress.total:
             self.bar.total = progress.total
-        if "loss" in progress.info:
-            self.bar.set_postfix(loss=f"{progress.info['loss']:.4g}", refresh=False)
+        if isinstance(loss := progress.info.get("loss"), int | float):
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         self.bar.update(progress.done - self.bar.n)  # tqdm throttles the redraws
