@@ -87,10 +87,10 @@ def finite(value: Any) -> Any:
     return value
 
 
-def field_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, str]]:
+def field_errors(error: ValidationError) -> list[dict[str, str]]:
     """Pydantic errors as [{field, reason}]; the offending input is not echoed (it may be huge,
     or not JSON at all, like inf)."""
-    return [{"field": ".".join(map(str, (*prefix, *e["loc"]))) or "config", "reason": e["msg"]}
+    return [{"field": ".".join(map(str, e["loc"])) or "config", "reason": e["msg"]}
             for e in error.errors()]
 
 
