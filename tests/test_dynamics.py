@@ -168,6 +168,7 @@ def test_initialize_zero_gaussian_and_fan_in_variances() -> None:
 
 @pytest.mark.parametrize(("name", "fields", "message"), [
     ("learning-rate", {"rates": [0.1, 0.1]}, "at most once"),
+    ("learning-rate", {"diverge_loss": 2.0}, "greater than or equal to 10"),
     ("batch-size", {"batch_sizes": [50, "full", 50]}, "at most once"),
     ("weight-init", {"variances": [1, 1.0]}, "at most once"),
     ("weight-init", {"activations": ["relu", "relu"]}, "at most once"),

@@ -29,8 +29,10 @@ class Config(DynamicsConfig):
     batch_size: BatchSize = 1000
     steps: Steps = 10_000
     diverge_loss: float | None = Field(
-        1000.0, gt=0.0, le=1e30,
-        description="a mini-batch loss above this also counts as diverged: at large rates a "
+        1000.0, ge=10.0, le=1e30,
+        description="a mini-batch loss above this also counts as diverged (at least 10, above "
+                    "the initial cross-entropy ln(classes), or every rate would stop at step 1): "
+                    "at large rates a "
                     "ReLU net's loss explodes to 1e10 and more, then its units die and the loss "
                     "sits finite; None = only NaN/inf")
 
