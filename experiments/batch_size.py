@@ -30,7 +30,7 @@ def schedule(config: Config, batch: int | None, n: int) -> TrainSpec:
     """The budget of one batch size (None = full): `steps` optimizer steps, or `epochs` passes
     over the data, evaluated every `eval_every` steps (or epochs); every mini-batch loss kept."""
     common = {"optimizer": config.optimizer, "lr": config.lr, "batch_size": batch,
-              "record_steps": True, "eval_every": config.eval_every}
+              "record_steps": ("step_loss",), "eval_every": config.eval_every}
     if config.budget == "steps":
         return TrainSpec(**common, epochs=epochs_for(config.steps, n, batch),
                          max_steps=config.steps, eval_unit="step")

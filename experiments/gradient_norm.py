@@ -36,7 +36,8 @@ def recorded_spec(config: Config, loss: str, steps: int, n: int, batch: int | No
     """`steps` iterations with the per-step loss and gradient norm recorded."""
     return TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=batch,
                      epochs=epochs_for(steps, n, batch), max_steps=steps, loss=loss,
-                     eval_unit="step", eval_every=max(1, steps // EVALUATIONS), record_steps=True)
+                     eval_unit="step", eval_every=max(1, steps // EVALUATIONS),
+                     record_steps=("step_loss", "grad_norm"))
 
 
 def tasks(config: Config, device: str) -> list[Task]:

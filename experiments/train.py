@@ -40,7 +40,9 @@ class TrainSpec:
     optimizers (sgd, momentum), so the adaptive ones reject it. A model diverges when its
     mini-batch loss turns NaN/inf, or, with `diverge_above`, exceeds that value: a loss that
     blew up by orders of magnitude but stays finite (ReLU nets at huge learning rates explode,
-    then die and sit at a finite loss) counts as diverged too."""
+    then die and sit at a finite loss) counts as diverged too. `record_steps` names what is
+    kept at every step, on the device (read once per evaluation): `step_loss` (the mini-batch
+    loss) and/or `grad_norm` (2-norm of the whole gradient, an extra pass over the parameters)."""
 
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -50,7 +52,7 @@ class TrainSpec:
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     eval_every: int = 1
     eval_unit: Literal["epoch", "step"] = "epoch"
-    record_steps: bool = False
+    record_steps: tuple[Literal["step_loss", "grad_norm"], ...] = ()
     converge_tol: float | None = None
     converge_patience: int = 20
     momentum: float = 0.9
@@ -217,7 +219,7 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
     running_acc = torch.zeros(len(models), device=device)
     since = 0
     first_bad = torch.full((len(models),), -1, dtype=torch.long, device=device)
-    records: dict[str, list[Tensor]] = {"step_loss": [], "grad_norm": []}
+    records: dict[str, list[Tensor]] = {key: [] for key in spec.record_steps}
     best = [math.inf] * len(models)
     stale = [0] * len(models)
     step = 0
@@ -312,8 +314,9 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
             if spec.diverge_above is not None:
                 bad |= detached > spec.diverge_above
             first_bad = torch.where((first_bad < 0) & bad, step, first_bad)
-            if spec.record_steps:
+            if "step_loss" in records:
                 records["step_loss"].append(detached)
+            if "grad_norm" in records:
                 norms = grad_norms(stack.params)
                 records["grad_norm"].append(norms if scale is None else norms / scale)
             if step >= max_steps:

@@ -260,7 +260,7 @@ def test_recorded_gradient_norm_is_that_of_the_mean_batch_loss_by_hand() -> None
         expected.append(math.hypot(2 * (r * x[:, 0]).mean().item(), 2 * r.mean().item()))
         expected_loss = r.pow(2).mean().item()
     results = train(models, data, TrainSpec(optimizer="sgd", lr=0.01, epochs=1, loss="mse",
-                                            record_steps=True), seeds=[0, 1])
+                                            record_steps=("step_loss", "grad_norm")), seeds=[0, 1])
     assert [r.steps["grad_norm"][0] for r in results] == pytest.approx(expected, rel=1e-5)
     assert results[1].steps["step_loss"][0] == pytest.approx(expected_loss, rel=1e-5)
 
