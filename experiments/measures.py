@@ -226,6 +226,14 @@ def saturation(a: Tensor, activation: str, tol: float = 0.01) -> Tensor:
     return flat.float().mean()
 
 
+def dead_units(a: Tensor) -> Tensor:
+    """Fraction of the units of one ReLU layer that output exactly 0 on every one of the inputs
+    (`a` [B, units]: the layer's outputs on B inputs). Such a unit passes no gradient back on
+    this data, so gradient descent never revives it; at 1.0 the whole layer is dead and the
+    network outputs the same constant for every input. A 0-d tensor."""
+    return (a == 0).all(0).float().mean()
+
+
 def unit_spread(a: Tensor) -> Tensor:
     """How different the units of one layer are: max − min over the units of `a` [B, units],
     averaged over the B inputs. Exactly 0 when every unit outputs the same value on every

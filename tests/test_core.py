@@ -171,6 +171,11 @@ def test_function_fit_tracks_parent_children_metrics_figures(store: str) -> None
     history = client.get_metric_history(children[0].info.run_id, "train_loss")
     assert [m.step for m in history] == list(range(5, 61, 5))
     assert all(c.info.status == "FINISHED" for c in children)
+    for child in children:  # hidden layers of each model: 1, 4, 7
+        dead = {k: v for k, v in child.data.metrics.items() if k.startswith("dead_units/")}
+        assert len(dead) == int(child.data.params["depth"])
+        assert all(0.0 <= v <= 1.0 for v in dead.values())
+        assert child.data.tags["collapsed"] == str(1.0 in dead.values()).lower()
     files = {f.path: f.file_size for f in client.list_artifacts(run_id, "figures")}
     assert files.keys() == {"figures/loss.png", "figures/predictions.png"}
     assert all(size > 10_000 for size in files.values())

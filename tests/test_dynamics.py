@@ -146,6 +146,9 @@ def test_saturation_and_unit_spread_in_closed_form() -> None:
     assert measures.saturation(torch.tensor([[0.0, 0.0, 1.0, 2.0]]), "relu").item() == 0.5
     with pytest.raises(ValueError, match="activation"):
         measures.saturation(torch.zeros(1, 1), "gelu")
+    # unit 1 is 0 on both inputs, unit 2 only on one: one of three units dead
+    dead = measures.dead_units(torch.tensor([[0.0, 0.0, 1.0], [0.0, 3.0, 2.0]]))
+    assert dead.item() == pytest.approx(1 / 3)
     # per input: max − min over units, then the mean over inputs: (4 − 1 + 0) / 2
     assert measures.unit_spread(torch.tensor([[1.0, 2.0, 4.0], [7.0, 7.0, 7.0]])).item() == 1.5
 
