@@ -75,18 +75,20 @@ def test_a_job_that_raises_is_failed_and_the_worker_takes_the_next(working: Lab)
 
 
 def test_a_slot_killed_mid_job_is_replaced_and_the_job_runs_again(working: Lab) -> None:
-    # ~1,500 epochs: seconds of training, long enough to be killed in the middle
-    job_id = working.submit(config={**TINY, "epochs": 1500, "converge_tol": 0.0, "eval_every": 50})
+    # 6,000 epochs: a few seconds of training even on a quiet machine (1,500 once finished
+    # before the kill landed), long enough to be killed in the middle
+    job_id = working.submit(config={**TINY, "epochs": 6000, "converge_tol": 0.0, "eval_every": 50})
     working.until(lambda: (working.job(job_id).get("progress") or {}).get("done", 0) > 0, 60,
                   "the job to report progress")
     first = working.job(job_id)
+    assert first["status"] == "RUNNING" and first["progress"]["done"] < 6000
     slot_pid = int(first["worker"].rsplit("/pid", 1)[1])
     os.kill(slot_pid, signal.SIGKILL)  # the slot dies, its supervisor lives on
     job = working.wait(job_id, "FINISHED", "FAILED", timeout=120)
     assert job["status"] == "FINISHED", job["error"]
     assert job["attempt"] == 2 and f"pid{slot_pid} died (exit -9)" in job["requeued"]
     assert job["worker"] != first["worker"] and len(job["children"]) == 1
-    assert job["progress"]["done"] == 1500
+    assert job["progress"]["done"] == 6000
 
 
 def test_cancel_queued_and_running_jobs(working: Lab) -> None:
