@@ -39,6 +39,18 @@ from service.settings import Settings, settings
 log = logging.getLogger("phenolab.worker")
 STOP_GRACE_SECONDS = 30.0
 RESPAWN_DELAY_SECONDS = 1.0
+RESPAWN_MAX_SECONDS = 60.0
+HEALTHY_SECONDS = 60.0  # a slot that lived this long died of its job, not of its start
+
+
+def respawn_delay(previous: float | None, lived: float) -> float:
+    """Seconds to wait before restarting a slot that died after `lived` seconds, `previous`
+    being the wait before its last restart: a slot that keeps dying soon after its start (a
+    broken driver, a bad environment) backs off, doubling up to a minute, instead of spinning
+    once a second; one that ran for a while restarts after the base delay."""
+    if previous is None or lived >= HEALTHY_SECONDS:
+        return RESPAWN_DELAY_SECONDS
+    return min(2 * previous, RESPAWN_MAX_SECONDS)
 
 
 def visible_gpus() -> list[str]:
@@ -236,6 +248,9 @@ class Supervisor:
         self.settings = s
         self.slots = plan_slots(s)
         self.procs: dict[int, subprocess.Popen] = {}
+        self.started: dict[int, float] = {}
+        self.delays: dict[int, float] = {}
+        self.due: dict[int, float] = {}  # slots waiting out their respawn delay
         self.stopping = threading.Event()
 
     def spawn(self, index: int) -> None:
@@ -246,6 +261,7 @@ class Supervisor:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
         self.procs[index] = subprocess.Popen(
             [sys.executable, "-m", "service.worker", "--slot", str(index)], env=env)
+        self.started[index] = time.monotonic()
 
     def recover(self, index: int, proc: subprocess.Popen) -> None:
         """A child died: its RUNNING job is re-queued now rather than after the stale time."""
@@ -269,14 +285,20 @@ class Supervisor:
             for index, proc in list(self.procs.items()):
                 if proc.poll() is None:
                     continue
-                log.warning("worker slot %d (pid %d) exited with %s; restarting",
-                            index, proc.pid, proc.returncode)
+                del self.procs[index]
+                lived = time.monotonic() - self.started[index]
+                delay = self.delays[index] = respawn_delay(self.delays.get(index), lived)
+                log.warning("worker slot %d (pid %d) exited with %s after %.0f s; restarting in "
+                            "%.0f s", index, proc.pid, proc.returncode, lived, delay)
                 try:
                     self.recover(index, proc)
                 except Exception as error:  # the API's sweep will catch it later
                     log.warning("could not re-queue the job of slot %d: %s", index, error)
-                time.sleep(RESPAWN_DELAY_SECONDS)
-                self.spawn(index)
+                self.due[index] = time.monotonic() + delay
+            for index, due in list(self.due.items()):
+                if time.monotonic() >= due:
+                    del self.due[index]
+                    self.spawn(index)
         self.shutdown()
         return 0
 

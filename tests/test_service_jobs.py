@@ -18,7 +18,7 @@ from experiments.tracking import client
 from service import jobs
 from service.queue import JobQueue
 from service.settings import Settings
-from service.worker import plan_slots
+from service.worker import plan_slots, respawn_delay
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,14 @@ def test_slots_come_from_gpus_and_jobs_per_gpu(monkeypatch: pytest.MonkeyPatch) 
     assert plan_slots(Settings(gpus="all")) == ["1", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: one CPU slot per job
     assert plan_slots(Settings(gpus="all", jobs_per_gpu=2)) == [None, None]
+
+
+def test_a_slot_dying_at_start_backs_off_to_a_minute() -> None:
+    delays = [respawn_delay(None, lived=0.5)]
+    for _ in range(8):
+        delays.append(respawn_delay(delays[-1], lived=0.5))
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert respawn_delay(60, lived=3600) == 1  # it ran for an hour: its job killed it
 
 
 def test_a_stale_time_within_two_heartbeats_is_refused() -> None:
