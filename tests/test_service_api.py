@@ -96,6 +96,8 @@ BAD_INPUT = [
     ("unknown experiment read", "GET", "/experiments/nope", None, 404, "function-fit"),
     ("unknown field", "POST", POST, {"bogus": 1}, 422, "bogus: Extra inputs are not permitted"),
     ("wrong type int", "POST", POST, {"epochs": "many"}, 422, "epochs: Input should be a valid int"),
+    ("boolean seed", "POST", POST, {"seed": True}, 422, "seed: Value error, Input should be a number"),
+    ("boolean width", "POST", POST, {"models": [[True, 3]]}, 422, "models: Value error, Input should be"),
     ("wrong type list", "POST", POST, {"models": "wide"}, 422, "models: Input should be a valid list"),
     ("wrong enum", "POST", POST, {"target": "cosh"}, 422, "target: Input should be"),
     ("negative", "POST", POST, {"epochs": -5}, 422, "epochs: Input should be greater than or equal"),

@@ -7,9 +7,9 @@ is bounded so that one request cannot take the server down.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 OptimizerName = Literal["sgd", "momentum", "adam", "rmsprop"]
@@ -46,6 +46,29 @@ class ExperimentConfig(BaseModel):
     device: DeviceName = Field("auto", description="auto = cuda when available, else cpu")
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Pydantic's lax mode reads `true` as 1 in a number field (`"seed": true` would run
+        seed 1); a boolean where no boolean is admitted is a mistake worth a 422."""
+        if _holds_bool(value) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("Input should be a number, not a boolean")
+        return value
+
+
+def _holds_bool(value: Any) -> bool:
+    """Whether a value, or any entry of its (nested) lists, is a boolean."""
+    if isinstance(value, list | tuple):
+        return any(_holds_bool(v) for v in value)
+    return isinstance(value, bool)
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type accepts a boolean anywhere (bool itself, or a Literal of one)."""
+    if annotation is bool or isinstance(annotation, bool):
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation))
 
 
 class DynamicsConfig(ExperimentConfig):
