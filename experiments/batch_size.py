@@ -18,7 +18,7 @@ from experiments.context import RunContext
 from experiments.data import Dataset, load_dataset
 from experiments.models import mlp
 from experiments.tracking import Tracker
-from experiments.train import TrainSpec, epochs_for
+from experiments.train import TrainSpec
 from experiments.variants import Outcome, Variant, run_variants
 
 
@@ -26,14 +26,13 @@ def label(batch: int | str) -> str:
     return "full batch" if batch == "full" else f"batch {batch}"
 
 
-def schedule(config: Config, batch: int | None, n: int) -> TrainSpec:
+def schedule(config: Config, batch: int | None) -> TrainSpec:
     """The budget of one batch size (None = full): `steps` optimizer steps, or `epochs` passes
     over the data, evaluated every `eval_every` steps (or epochs); every mini-batch loss kept."""
     common = {"optimizer": config.optimizer, "lr": config.lr, "batch_size": batch,
               "record_steps": ("step_loss",), "eval_every": config.eval_every}
     if config.budget == "steps":
-        return TrainSpec(**common, epochs=epochs_for(config.steps, n, batch),
-                         max_steps=config.steps, eval_unit="step")
+        return TrainSpec(**common, epochs=None, max_steps=config.steps, eval_unit="step")
     return TrainSpec(**common, epochs=config.epochs, eval_unit="epoch")
 
 
@@ -48,7 +47,7 @@ def variants(config: Config, data: Dataset) -> list[Variant]:
             lambda: mlp(in_dim, config.hidden, data.n_classes, config.activation), config.seed,
             {"batch_size": size or n, "full_batch": size is None, "lr": config.lr,
              "activation": config.activation, "hidden": config.hidden, "budget": config.budget},
-            spec=schedule(config, size, n)))
+            spec=schedule(config, size)))
     return out
 
 
@@ -57,7 +56,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     # "train" is evaluated on the whole training set at the current weights (not the running
     # mean of the mini-batches), so every batch size is measured the same way
     outcomes = run_variants(tracker, ctx, variants(config, data), data.train,
-                            schedule(config, None, len(data.train)),
+                            schedule(config, None),
                             evals={"train": data.train, "test": data.test}, together=True)
     for outcome in outcomes:
         losses = outcome.result.steps.get("step_loss", [])

@@ -20,7 +20,7 @@ from experiments.context import RunContext
 from experiments.data import Split, load_dataset
 from experiments.models import mlp
 from experiments.tracking import Tracker
-from experiments.train import EvalEvent, ModelStack, Params, TrainSpec, epochs_for
+from experiments.train import EvalEvent, ModelStack, Params, TrainSpec
 from experiments.variants import Outcome, Variant, run_variants
 
 
@@ -82,8 +82,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
                                     "eval_every": config.eval_every, "fit_size": len(fit),
                                     "validation_size": len(val)})
     spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=epochs_for(config.steps, len(fit), config.batch_size),
-                     max_steps=config.steps, eval_every=config.eval_every, eval_unit="step")
+                     epochs=None, max_steps=config.steps, eval_every=config.eval_every, eval_unit="step")
     stopper = EarlyStopping(config.patience, config.min_delta)
     (outcome,) = run_variants(tracker, ctx, [variant], fit, spec,
                               evals={"val": val, "test": data.test}, on_eval=stopper)

@@ -16,7 +16,7 @@ from experiments.context import RunContext
 from experiments.data import Split, load_dataset, target_function
 from experiments.models import mlp
 from experiments.tracking import Tracker
-from experiments.train import TrainSpec, epochs_for
+from experiments.train import TrainSpec
 from experiments.variants import Outcome, Variant, run_variants
 
 EVALUATIONS = 50  # per task: how often the recorded steps are read back and progress is shown
@@ -32,10 +32,10 @@ class Task:
     spec: TrainSpec
 
 
-def recorded_spec(config: Config, loss: str, steps: int, n: int, batch: int | None) -> TrainSpec:
+def recorded_spec(config: Config, loss: str, steps: int, batch: int | None) -> TrainSpec:
     """`steps` iterations with the per-step loss and gradient norm recorded."""
     return TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=batch,
-                     epochs=epochs_for(steps, n, batch), max_steps=steps, loss=loss,
+                     epochs=None, max_steps=steps, loss=loss,
                      eval_unit="step", eval_every=max(1, steps // EVALUATIONS),
                      record_steps=("step_loss", "grad_norm"))
 
@@ -48,7 +48,7 @@ def tasks(config: Config, device: str) -> list[Task]:
                           lambda: mlp(1, config.function_hidden, 1), config.seed,
                           {"task": config.target, "hidden": config.function_hidden,
                            "batch_size": config.function_batch_size or config.n_points}),
-                  fit, recorded_spec(config, "mse", config.function_steps, len(fit),
+                  fit, recorded_spec(config, "mse", config.function_steps,
                                      config.function_batch_size))]
     if config.mnist:
         data = load_dataset("mnist", device, config.train_subset).train
@@ -58,7 +58,7 @@ def tasks(config: Config, device: str) -> list[Task]:
                                                          "hidden": config.mnist_hidden,
                                                          "batch_size": config.batch_size}),
                           data, recorded_spec(config, "cross_entropy", config.mnist_steps,
-                                              len(data), config.batch_size)))
+                                              config.batch_size)))
     return found
 
 

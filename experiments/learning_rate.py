@@ -21,16 +21,16 @@ from experiments.context import RunContext
 from experiments.data import Dataset, load_dataset
 from experiments.models import mlp
 from experiments.tracking import Tracker
-from experiments.train import TrainSpec, epochs_for
+from experiments.train import TrainSpec
 from experiments.variants import Outcome, Variant, run_variants
 
 LINEAR = ("sgd", "momentum")  # optimizers whose step is proportional to the learning rate
 
 
-def schedule(config: Config, n: int, lr: float = 1.0, scale: list[float] | None = None) -> TrainSpec:
+def schedule(config: Config, lr: float = 1.0, scale: list[float] | None = None) -> TrainSpec:
     """`steps` steps of `batch_size`, evaluated every `eval_every` steps."""
     return TrainSpec(optimizer=config.optimizer, lr=lr, batch_size=config.batch_size,
-                     epochs=epochs_for(config.steps, n, config.batch_size), max_steps=config.steps,
+                     epochs=None, max_steps=config.steps,
                      eval_every=config.eval_every, eval_unit="step", lr_scale=scale,
                      diverge_above=config.diverge_loss)
 
@@ -38,22 +38,21 @@ def schedule(config: Config, n: int, lr: float = 1.0, scale: list[float] | None 
 def variants(config: Config, data: Dataset) -> list[Variant]:
     """One variant per rate, all from the same seed (same initial weights, same batch order);
     with an adaptive optimizer each carries its own schedule."""
-    in_dim, n = math.prod(data.input_shape), len(data.train)
+    in_dim = math.prod(data.input_shape)
     together = config.optimizer in LINEAR
     return [Variant(f"lr-{rate:g}", lambda: mlp(in_dim, config.hidden, data.n_classes, config.activation),
                     config.seed, {"lr": rate, "batch_size": config.batch_size,
                                   "optimizer": config.optimizer, "activation": config.activation,
                                   "hidden": config.hidden},
-                    spec=None if together else schedule(config, n, lr=rate))
+                    spec=None if together else schedule(config, lr=rate))
             for rate in config.rates]
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
-    n = len(data.train)
-    shared = schedule(config, n, scale=list(config.rates)) if config.optimizer in LINEAR else None
+    shared = schedule(config, scale=list(config.rates)) if config.optimizer in LINEAR else None
     outcomes = run_variants(tracker, ctx, variants(config, data), data.train,
-                            shared or schedule(config, n), evals={"test": data.test}, together=True)
+                            shared or schedule(config), evals={"test": data.test}, together=True)
     diverged = [o for o in outcomes if o.result.status == "diverged"]
     figures(outcomes, tracker, math.log(data.n_classes), config.diverge_loss)
     tracker.table("final", [{"lr": o.variant.params["lr"], "status": o.result.status,

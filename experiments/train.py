@@ -32,12 +32,12 @@ Status = Literal["finished", "converged", "diverged", "stopped"]
 @dataclass
 class TrainSpec:
     """How to train. `batch_size=None` is full batch; the budget is `epochs`, cut short by
-    `max_steps`; evaluation happens every `eval_every` epochs (or steps with
-    `eval_unit="step"`). `converge_tol` enables the convergence rule for long fits: a model
-    stops when its training loss has not improved by that relative amount over
-    `converge_patience` evaluations. `lr_scale` gives model i the learning rate
-    `lr * lr_scale[i]` by scaling its loss before the backward pass: exact for the linear
-    optimizers (sgd, momentum), so the adaptive ones reject it. A model diverges when its
+    `max_steps` (`epochs=None`: `max_steps` steps alone); evaluation happens every
+    `eval_every` epochs (or steps with `eval_unit="step"`). `converge_tol` enables the
+    convergence rule for long fits: a model stops when its training loss has not improved by
+    that relative amount over `converge_patience` evaluations. `lr_scale` gives model i the
+    learning rate `lr * lr_scale[i]` by scaling its loss before the backward pass: exact for
+    the linear optimizers (sgd, momentum), so the adaptive ones reject it. A model diverges when its
     mini-batch loss turns NaN/inf, or, with `diverge_above`, exceeds that value: a loss that
     blew up by orders of magnitude but stays finite (ReLU nets at huge learning rates explode,
     then die and sit at a finite loss) counts as diverged too. `record_steps` names what is
@@ -47,7 +47,7 @@ class TrainSpec:
     optimizer: str = "adam"
     lr: float = 1e-3
     batch_size: int | None = None
-    epochs: int = 1
+    epochs: int | None = 1
     max_steps: int | None = None
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     eval_every: int = 1
@@ -63,6 +63,9 @@ class TrainSpec:
 
 @dataclass
 class ModelResult:
+    """How a model's training ended, and `history`: one row per evaluation with `epoch`,
+    `step`, `x` (the MLflow step: epoch or step, per `eval_unit`) and the metrics."""
+
     status: Status = "finished"
     stop_step: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
@@ -198,7 +201,8 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
     mini-batches since the previous evaluation (at the weights as they moved), and
     `<name>_loss` / `<name>_acc` for each split in `evals` at the current weights. `sink(model,
     x, metrics)` receives them; `on_eval` may return indices of models to stop. A model whose
-    loss turns NaN/inf is stopped as `diverged` with the step it happened at; the others go on.
+    mini-batch loss turns NaN/inf (or exceeds `spec.diverge_above`) is stopped as `diverged`
+    with the step it happened at; the others go on.
     """
     ctx = ctx or RunContext()
     evals = evals or {}
@@ -212,8 +216,11 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
     n = len(data)
     batch = min(spec.batch_size or n, n)
     steps_per_epoch = math.ceil(n / batch)
-    max_steps = min(spec.max_steps or steps_per_epoch * spec.epochs, steps_per_epoch * spec.epochs)
-    total = spec.epochs if spec.eval_unit == "epoch" else max_steps
+    if spec.epochs is None and spec.max_steps is None:
+        raise ValueError("a budget: epochs, max_steps or both")
+    epochs = spec.epochs or math.ceil(spec.max_steps / steps_per_epoch)
+    max_steps = min(spec.max_steps or steps_per_epoch * epochs, steps_per_epoch * epochs)
+    total = epochs if spec.eval_unit == "epoch" else max_steps
 
     running = torch.zeros(len(models), device=device)
     running_acc = torch.zeros(len(models), device=device)
@@ -223,9 +230,10 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
     best = [math.inf] * len(models)
     stale = [0] * len(models)
     step = 0
+    order: Tensor | None = None  # this epoch's data order, one row per active model
 
     def evaluate(epoch: int) -> None:
-        nonlocal optimizer, since, running, running_acc, first_bad, active, scale
+        nonlocal optimizer, since, running, running_acc, first_bad, active, scale, order
         x = epoch if spec.eval_unit == "epoch" else step
         values: dict[str, Tensor] = {"train_loss": running / max(since, 1)}
         if spec.loss == "cross_entropy":
@@ -249,7 +257,7 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
                 result.status, result.stop_step = "diverged", bad[row]
                 stop.add(model)
                 continue
-            result.history.append({"epoch": epoch, "step": step, **m})
+            result.history.append({"epoch": epoch, "step": step, "x": x, **m})
             if sink:
                 sink(model, x, m)
             if spec.converge_tol is not None:
@@ -281,6 +289,7 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
                 optimizer = stack.keep(rows, optimizer, spec)
                 first_bad = first_bad[rows]
                 scale = scale if scale is None else scale[rows]
+                order = order if order is None else order[rows]
         running = torch.zeros(len(active), device=device)
         running_acc = torch.zeros(len(active), device=device)
         since = 0
@@ -322,12 +331,9 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
             if step >= max_steps:
                 break
             if spec.eval_unit == "step" and step % spec.eval_every == 0:
-                before = list(active)
                 evaluate(epoch)
                 if not active:
                     break
-                if batch < n and len(active) < len(before):  # stopped mid-epoch: drop its order
-                    order = order[[before.index(m) for m in active]]
         if active and (step >= max_steps or (spec.eval_unit == "epoch"
                                              and epoch % spec.eval_every == 0)):
             evaluate(epoch)
@@ -349,12 +355,6 @@ def intra_op_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def epochs_for(steps: int, n: int, batch_size: int | None) -> int:
-    """Epochs that hold `steps` steps of `batch_size` (None = full batch) over `n` examples:
-    with `max_steps=steps`, a budget in steps rather than epochs."""
-    return math.ceil(steps / math.ceil(n / min(batch_size or n, n)))
 
 
 def _lr_scale(spec: TrainSpec, n_models: int, device: torch.device) -> Tensor | None:

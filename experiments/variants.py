@@ -78,8 +78,6 @@ def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant],
         results = train(models, data, group_spec, seeds=[v.seed for v in group], evals=evals, ctx=ctx,
                         sink=sink, on_eval=on_eval)
         for variant, run, model, result in zip(group, runs, models, results):
-            for row in result.history:
-                row["x"] = row["epoch"] if group_spec.eval_unit == "epoch" else row["step"]
             tags: dict[str, Any] = {"status": result.status}
             if result.status == "diverged":
                 tags["diverged"] = "true"

@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from experiments import measures, plots
 from experiments.configs.weight_init import Config
 from experiments.context import RunContext
-from experiments.data import Split, load_dataset
+from experiments.data import Dataset, Split, load_dataset
 from experiments.models import ACTIVATIONS, initialize, mlp
 from experiments.tracking import Tracker
-from experiments.train import EvalEvent, TrainSpec, epochs_for, seeded
+from experiments.train import EvalEvent, TrainSpec, seeded
 from experiments.variants import Outcome, Variant, run_variants
 
 PLURAL = {"weight": "weights", "bias": "biases"}
@@ -162,7 +162,7 @@ def metric_panels(outcomes: list[Outcome], records: dict[str, list[dict[str, Any
         [r["metrics"][key] for r in records[o.variant.name]]) for o in outcomes} for key in keys}
 
 
-def train_activation(config: Config, activation: str, data: Any, tracker: Tracker,
+def train_activation(config: Config, activation: str, data: Dataset, tracker: Tracker,
                      ctx: RunContext) -> tuple[list[Outcome], dict[str, list[dict[str, Any]]]]:
     """All inits of one activation as one ensemble; returns outcomes and per-variant records."""
     in_dim = math.prod(data.input_shape)
@@ -180,8 +180,7 @@ def train_activation(config: Config, activation: str, data: Any, tracker: Tracke
     for index, model in enumerate(initial):
         recorder.record(index, 0, {k: v.detach() for k, v in model.state_dict().items()})
     spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=epochs_for(config.steps, len(data.train), config.batch_size),
-                     max_steps=config.steps, eval_every=config.eval_every, eval_unit="step")
+                     epochs=None, max_steps=config.steps, eval_every=config.eval_every, eval_unit="step")
     outcomes = run_variants(tracker, ctx, variants, data.train, spec, evals={"test": data.test},
                             together=True, on_eval=recorder)
     records = {v.name: recorder.records[i] for i, v in enumerate(variants)}

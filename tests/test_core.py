@@ -73,6 +73,19 @@ def test_ensemble_matches_models_trained_alone() -> None:
             joint[i].history[-1]["train_loss"], rel=1e-4)
 
 
+def test_a_budget_in_steps_alone_crosses_epochs_and_stops_at_the_step() -> None:
+    data = _blobs()  # 256 examples: 8 steps of 32 an epoch
+    models = seeded(lambda: mlp(2, [8], 2), [0], "cpu")
+    spec = TrainSpec(optimizer="sgd", lr=0.1, batch_size=32, epochs=None, max_steps=25,
+                     eval_unit="step", eval_every=10)
+    (result,) = train(models, data, spec, seeds=[0])
+    assert result.stop_step == 25
+    assert [(r["epoch"], r["step"], r["x"]) for r in result.history] == [(2, 10, 10), (3, 20, 20),
+                                                                       (4, 25, 25)]
+    with pytest.raises(ValueError, match="budget"):
+        train(models, data, TrainSpec(epochs=None), seeds=[0])
+
+
 def test_divergence_stops_only_the_diverging_model() -> None:
     data = _blobs()
     models = seeded(lambda: mlp(2, [16], 1), [0, 1], "cpu")
