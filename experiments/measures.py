@@ -109,19 +109,25 @@ def epsilon_sharpness(loss: Callable[[Params], Tensor], params: Params, eps: flo
     |δ_i| ≤ ε(|θ_i| + 1), in percent, with L = `loss` (whatever it averages, e.g. `split_loss`:
     the mean cross-entropy of a split), θ = `params`. The max is found by `steps` projected
     sign-gradient ascent steps from δ = 0 (step 2.5·bound/steps, so the box's faces are
-    reachable); the largest loss seen is kept, so the value is a lower bound of the true max."""
+    reachable); the largest loss seen is kept, so the value is a lower bound of the true max.
+    `steps` gradients and one more loss (at the last δ, whose gradient nothing would use)."""
     params = {k: p.detach() for k, p in params.items()}
     bound = {k: eps * (p.abs() + 1) for k, p in params.items()}
     delta = {k: torch.zeros_like(p) for k, p in params.items()}
-    ascent = torch.func.grad_and_value(lambda d: loss({k: params[k] + d[k] for k in params}))
-    g, base = ascent(delta)  # at δ = 0: L(θ)
-    best = base
+
+    def moved(d: Params) -> Tensor:
+        return loss({k: params[k] + d[k] for k in params})
+
+    ascent = torch.func.grad_and_value(moved)
+    seen = []  # L(θ + δ) at δ = 0, then after each step
     for _ in range(steps):
+        g, value = ascent(delta)
+        seen.append(value)
         delta = {k: (delta[k] + 2.5 * bound[k] / steps * g[k].sign()).clamp(-bound[k], bound[k])
                  for k in params}
-        g, value = ascent(delta)
-        best = torch.maximum(best, value)
-    return 100 * (best - base) / (1 + base)
+    seen.append(moved(delta))
+    base = seen[0]
+    return 100 * (torch.stack(seen).max() - base) / (1 + base)
 
 
 def interpolate(first: Params, second: Params, alphas: Tensor) -> Params:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import cycle
 
 import matplotlib
 
@@ -27,7 +28,7 @@ def lines(series: Series, *, xlabel: str, ylabel: str, title: str, logy: bool = 
     for label, (x, y) in (markers or {}).items():
         ax.plot([x], [y], "kx", markersize=10)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    for (label, x), style in zip((vlines or {}).items(), ("--", ":", "-.")):
+    for (label, x), style in zip((vlines or {}).items(), cycle(("--", ":", "-."))):
         ax.axvline(x, color="0.3", linestyle=style, linewidth=1.1, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     if logy:
@@ -154,7 +155,8 @@ def histograms(grid: Mapping[str, Mapping[str, Samples]], *, title: str, bins: i
 
 
 def _ridgeline(ax: plt.Axes, steps: Sequence[int], samples: Sequence[Sequence[float]],
-               bins: int, height: float = 2.5, note: str | None = None) -> None:
+               bins: int, note: str | None = None) -> None:
+    height = 2.5  # a peak spans 2.5 steps' rows, so the ridges overlap
     values = [np.asarray(v, dtype=float).ravel() for v in samples]
     finite = np.concatenate(values)
     finite = finite[np.isfinite(finite)]
@@ -230,7 +232,8 @@ def shared_x(x: Sequence[float], curves: Mapping[str, Sequence[float]], *, xlabe
     one panel each, stacked on one shared x axis."""
     fig, axes = plt.subplots(len(curves), 1, figsize=(8, 2.6 * len(curves) + 0.6), sharex=True,
                              squeeze=False)
-    for ax, (label, y), color in zip(axes.flat, curves.items(), ("tab:blue", "tab:red", "tab:green")):
+    for ax, (label, y), color in zip(axes.flat, curves.items(),
+                                     cycle(("tab:blue", "tab:red", "tab:green"))):
         ax.plot(x, y, linewidth=0.8, color=color)
         ax.set_ylabel(label)
         if logy:

@@ -225,7 +225,7 @@ class Tracker(Run):
     def start(self, device: str, seed: int) -> None:
         import torch
 
-        self.mlflow.update_run(self.run_id, status="RUNNING")
+        set_status(self.mlflow, self.run_id, "RUNNING")
         self.tags({"torch_version": torch.__version__, "device": device, "seed": seed,
                    "git_revision": git_revision(), "python_version": platform.python_version(),
                    "host": platform.node()})

@@ -176,6 +176,9 @@ def test_initialize_zero_gaussian_and_fan_in_variances() -> None:
     ("weight-init", {"variances": [1, 1.0]}, "at most once"),
     ("weight-init", {"activations": ["relu", "relu"]}, "at most once"),
     ("weight-init", {"zero_init": False, "variances": []}, "at least one"),
+    ("weight-init", {"steps": 10_000, "eval_every": 10}, "1001 evaluations, at most 200"),
+    ("weight-init", {"hist_samples": 100_000, "hidden": [64] * 8}, "histogram values held"),
+    ("batch-size", {"steps": 200_000}, "less than or equal to 100000"),
     ("early-stopping", {"train_subset": 500, "validation": 500}, "smaller than train_subset"),
     ("early-stopping", {"steps": 0}, "greater than or equal to 1"),
 ])

@@ -150,3 +150,17 @@ def test_profile_slopes_at_zero_are_the_gradient_norms() -> None:
     inputs = measures.input_profile(model, split, ts, chunk=10)
     torch.testing.assert_close((inputs[2] - inputs[0]) / (2 * h),
                                measures.sensitivity(model, split.x, split.y), rtol=1e-3, atol=1e-4)
+
+
+def test_weight_pca_of_points_in_a_known_plane() -> None:
+    """Points c + t_i·u + s_i·v with u ⊥ v unit vectors and t ⊥ s zero-mean: the components are
+    ±u, ±v, the coordinates ±t, ±s, and the explained variance ratio Σt² : Σs² = 20 : 4."""
+    t = torch.tensor([-3.0, -1.0, 1.0, 3.0], dtype=torch.float64)
+    s = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64)
+    u = torch.tensor([1.0, 2.0, 2.0], dtype=torch.float64) / 3
+    v = torch.tensor([2.0, 1.0, -2.0], dtype=torch.float64) / 3
+    points = torch.tensor([5.0, -1.0, 0.5], dtype=torch.float64) + t[:, None] * u + s[:, None] * v
+    coords, explained = measures.weight_pca(points.float())
+    torch.testing.assert_close(explained, torch.tensor([5 / 6, 1 / 6], dtype=torch.float64))
+    signs = (coords * torch.stack([t, s], 1)).sum(0).sign()  # each component up to its sign
+    torch.testing.assert_close(coords * signs, torch.stack([t, s], 1), rtol=1e-5, atol=1e-5)

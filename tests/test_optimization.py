@@ -123,7 +123,8 @@ def test_minimal_ratio_config_rejects_absurd_values() -> None:
 
     for bad in ({"methods": ["newton", "newton"]}, {"methods": []}, {"repetitions": 0},
                 {"repetitions": 10**6}, {"grad_threshold": 0.0}, {"samples": 1},
-                {"hidden": [6] * 9}, {"hidden": [8192]}, {"hidden": [22, 22], "repetitions": 1000}):
+                {"hidden": [6] * 9}, {"hidden": [8192]}, {"hidden": [22, 22], "repetitions": 1000},
+                {"grad_norm_steps": 100_001}):
         with pytest.raises(ValidationError):
             Config(**bad)
     assert Config(methods=["newton", "levenberg_marquardt"]).methods == ["newton",
@@ -343,6 +344,20 @@ def test_weight_trajectory_config_counts_points_and_rejects_too_many() -> None:
     assert Config().points == 8 * 9  # the default: epochs 0, 3, …, 24
     with pytest.raises(ValidationError, match="collected points"):
         Config(events=64, epochs=1000, collect_every=1)
+    with pytest.raises(ValidationError, match="less than or equal to 1000"):
+        Config(events=1, epochs=1001, collect_every=1000)  # few points, yet over the epoch bound
+
+
+@pytest.mark.parametrize("field", ["function_steps", "mnist_steps"])
+def test_gradient_norm_config_bounds_the_recorded_steps(field: str) -> None:
+    """Every step is kept and logged: the bound is 100k, tighter than the shared `Steps`."""
+    from pydantic import ValidationError
+
+    from experiments.configs.gradient_norm import Config
+
+    assert getattr(Config(**{field: 100_000}), field) == 100_000
+    with pytest.raises(ValidationError, match="less than or equal to 100000"):
+        Config(**{field: 100_001})
 
 
 def test_weight_trajectory_one_by_one_matches_the_ensemble(store: str, mnist_dir: Path) -> None:

@@ -37,6 +37,7 @@ def distinct(values: list[Any]) -> list[Any]:
 
 Distinct = AfterValidator(distinct)
 
+
 class ExperimentConfig(BaseModel):
     """Fields every experiment shares: the seed and the device."""
 
@@ -58,10 +59,16 @@ class ExperimentConfig(BaseModel):
 
 
 def _holds_bool(value: Any) -> bool:
-    """Whether a value, or any entry of its (nested) lists, is a boolean."""
-    if isinstance(value, list | tuple):
-        return any(_holds_bool(v) for v in value)
-    return isinstance(value, bool)
+    """Whether a value, or any entry of its (nested) lists, is a boolean. A loop, not
+    recursion: a request may nest lists hundreds deep."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
 
 
 def _admits_bool(annotation: Any) -> bool:

@@ -13,7 +13,6 @@ from experiments.configs import (
     DynamicsConfig,
     Epochs,
     LearningRate,
-    Steps,
 )
 
 NAME = "batch-size"
@@ -31,7 +30,8 @@ class Config(DynamicsConfig):
         default_factory=lambda: [50, 100, 1000, "full"], min_length=1, max_length=12)
     budget: Literal["steps", "epochs"] = Field(
         "steps", description="train every batch size for `steps` steps or for `epochs` epochs")
-    steps: Steps = 5000
+    steps: int = Field(5000, ge=1, le=100_000, description="steps per batch size (budget=steps); "
+                         "every step's mini-batch loss is kept and logged")
     epochs: Epochs = 10
     eval_every: int = Field(100, ge=1, le=100_000,
                             description="steps (or epochs, with budget=epochs) between evaluations")

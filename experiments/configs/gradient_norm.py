@@ -11,7 +11,6 @@ from experiments.configs import (
     ExperimentConfig,
     LearningRate,
     OptimizerName,
-    Steps,
     TargetName,
     TrainSubset,
     Width,
@@ -31,12 +30,12 @@ class Config(ExperimentConfig):
     n_points: int = Field(1000, ge=8, le=100_000, description="evenly spaced inputs on [0, 1]")
     function_hidden: list[Width] = Field(default_factory=lambda: [128], min_length=1,
                                          max_length=8, description="hidden widths (1-D fit)")
-    function_steps: Steps = Field(2000, le=100_000, description="iterations of the 1-D fit")
+    function_steps: int = Field(2000, ge=1, le=100_000, description="iterations of the 1-D fit")
     function_batch_size: BatchSize | None = Field(None, description="None = full batch")
     mnist: bool = Field(True, description="also train on MNIST")
     mnist_hidden: list[Width] = Field(default_factory=lambda: [128, 128], min_length=1,
                                       max_length=8, description="hidden widths (MNIST)")
-    mnist_steps: Steps = Field(3000, le=100_000, description="iterations on MNIST")
+    mnist_steps: int = Field(3000, ge=1, le=100_000, description="iterations on MNIST")
     batch_size: BatchSize = Field(128, description="MNIST mini-batch size")
     train_subset: TrainSubset | None = None
     optimizer: OptimizerName = "adam"

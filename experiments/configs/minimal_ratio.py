@@ -13,7 +13,6 @@ from experiments.configs import (
     ExperimentConfig,
     LearningRate,
     OptimizerName,
-    Steps,
     TargetName,
     Width,
 )
@@ -50,7 +49,7 @@ class Config(ExperimentConfig):
     grad_threshold: float = Field(1e-3, gt=0.0, le=1.0,
                                   description="gradient 2-norm that counts as 'almost zero'")
     grad_norm_lr: LearningRate = Field(1e-3, description="Adam step on ‖∇L‖² (grad_norm)")
-    grad_norm_steps: Steps = Field(2000, le=100_000, description="max steps of grad_norm")
+    grad_norm_steps: int = Field(2000, ge=1, le=100_000, description="max steps of grad_norm")
     second_order_steps: int = Field(100, ge=1, le=10_000,
                                     description="max steps of newton / levenberg_marquardt")
     damping: float = Field(1e-3, gt=0.0, le=1e6, description="initial Levenberg–Marquardt λ")

@@ -44,12 +44,12 @@ class BatchSizeStudy(ExperimentConfig):
 class Config(BatchSizeStudy):
     """Train the course MLP (3×256) with 5 batch sizes (16 … 4096) on MNIST; per model the
     final train/test loss and accuracy and its sensitivity: the Frobenius norm of the gradient
-    of each test sample's own cross-entropy w.r.t. its own input, averaged over the test set at
-    the final weights (per sample, not of the batch-mean loss; all samples of a chunk in one
-    backward pass of their summed loss) (`sensitivity`; `sensitivity_train` the same over the first
-    `measure_subset` training examples). With `jacobian`, also Novak et al.'s Frobenius norm
-    of the Jacobian of the class probabilities w.r.t. the input. Figures: loss & sensitivity
-    and accuracy & sensitivity vs batch size (two y axes)."""
+    of each test sample's own cross-entropy w.r.t. its own input (per sample, not the gradient
+    of the batch-mean loss), averaged over the test set at the final weights (`sensitivity`;
+    `sensitivity_train` the same over the first `measure_subset` training examples). With
+    `jacobian`, also Novak et al.'s Frobenius norm of the Jacobian of the class probabilities
+    w.r.t. the input. Figures: loss & sensitivity and accuracy & sensitivity vs batch size (two
+    y axes)."""
 
     jacobian: bool = Field(False, description="also the softmax-Jacobian sensitivity")
 

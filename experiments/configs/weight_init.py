@@ -12,6 +12,8 @@ NAME = "weight-init"
 TITLE = "Training dynamics: weight initialization"
 
 Variance = Annotated[float, Field(gt=0.0, le=100.0)]
+MAX_RECORDS = 200  # evaluations per model: one ridge each in the histogram figures
+MAX_HISTOGRAM_VALUES = 50_000_000  # sampled values held (as Python floats) for one activation
 
 
 class Config(DynamicsConfig):
@@ -43,4 +45,18 @@ class Config(DynamicsConfig):
     def _some_init(self) -> Config:
         if not self.zero_init and not self.variances:
             raise ValueError("variances: give at least one, or set zero_init")
+        return self
+
+    @model_validator(mode="after")
+    def _records_fit(self) -> Config:
+        """Every evaluation keeps, per init, up to `hist_samples` values of each weight, bias
+        and activation tensor until the activation's figures are drawn."""
+        records = self.steps // self.eval_every + 1  # + the initial weights
+        if records > MAX_RECORDS:
+            raise ValueError(f"steps / eval_every: {records} evaluations, at most {MAX_RECORDS}")
+        tensors = 3 * len(self.hidden) + 2  # weight and bias per Linear, one activation per hidden
+        held = records * (len(self.variances) + self.zero_init) * tensors * self.hist_samples
+        if held > MAX_HISTOGRAM_VALUES:
+            raise ValueError(f"{held:,} histogram values held, at most {MAX_HISTOGRAM_VALUES:,}: "
+                             "fewer evaluations, inits, layers or hist_samples")
         return self

@@ -9,7 +9,6 @@ from pydantic import Field, model_validator
 from experiments.configs import (
     BatchSize,
     DatasetName,
-    Epochs,
     ExperimentConfig,
     LearningRate,
     OptimizerName,
@@ -35,7 +34,7 @@ class Config(ExperimentConfig):
     hidden: list[Width] = Field(default_factory=lambda: [128, 128], min_length=1, max_length=8,
                                 description="hidden widths of the MLP (course: 784-128-128-10)")
     events: int = Field(8, ge=1, le=64, description="training events: seeds seed, seed+1, …")
-    epochs: Epochs = Field(24, le=1000)
+    epochs: int = Field(24, ge=1, le=1000)
     collect_every: int = Field(3, ge=1, le=1000, description="epochs between collected weights")
     optimizer: OptimizerName = "adam"
     lr: LearningRate = 1e-3
