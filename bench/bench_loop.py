@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import timed
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-import experiments
 from experiments.data import data_dir, load_dataset
 from experiments.models import count_params, mlp
 from experiments.train import TrainSpec, seeded, train
@@ -102,15 +100,6 @@ def gemm_epoch(batch: int, n: int = 60_000) -> float:
     return time.perf_counter() - start
 
 
-def experiment_wall_time(name: str) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        os.environ["PHENOLAB_HOME"] = tmp
-        start = time.perf_counter()
-        experiments.run(name, {})
-        return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-experiments", action="store_true")
@@ -130,7 +119,7 @@ def main() -> None:
               f"matrix products alone {gemm_epoch(batch):.3f} s")
     if not args.skip_experiments:
         for name in ("function-fit", "task-fit"):
-            print(f"{name} at defaults: {experiment_wall_time(name):.1f} s wall")
+            print(f"{name} at defaults: {timed(name, {})[0]:.1f} s wall")
 
 
 if __name__ == "__main__":
