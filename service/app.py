@@ -61,11 +61,14 @@ def lab(request: Request) -> Lab:
     return request.app.state.lab
 
 
+def reply(error: jobs.JobError, status: int) -> JSONResponse:
+    """Every error reply: `detail` (one line) and `errors` ([{field, reason}])."""
+    return JSONResponse({"detail": error.detail, "errors": error.errors}, status_code=status)
+
+
 def error_body(status: int, message: str, errors: list[dict[str, str]] | None = None,
                field: str | None = None) -> JSONResponse:
-    """Every error reply: `detail` (one line) and `errors` ([{field, reason}])."""
-    error = jobs.JobError(message, errors, field)
-    return JSONResponse({"detail": error.detail, "errors": error.errors}, status_code=status)
+    return reply(jobs.JobError(message, errors, field), status)
 
 
 class Unauthorized(jobs.JobError):
@@ -91,7 +94,8 @@ routes = APIRouter(dependencies=[Depends(require_token)])
 
 
 def links(request: Request, lab_: Lab, run_id: str, experiment_id: str | None) -> dict[str, str]:
-    base = str(request.base_url).rstrip("/")
+    """The job's URLs: under PHENOLAB_API_URL when set (behind a proxy), else as requested."""
+    base = (lab_.settings.api_url or str(request.base_url)).rstrip("/")
     found = {"self": f"{base}/jobs/{run_id}", "cancel": f"{base}/jobs/{run_id}/cancel"}
     if experiment_id is not None:
         found["mlflow"] = lab_.settings.run_link(experiment_id, run_id)
@@ -212,11 +216,14 @@ class BodyLimit:
             more = message.get("more_body", False)
             if size > self.limit:
                 return await self.too_large(scope, receive, send)
-        body = b"".join(chunks)
+        body: bytes | None = b"".join(chunks)
 
         async def replay() -> dict:
+            """The buffered body once, then the server's own messages (a disconnect)."""
             nonlocal body
-            message, body = {"type": "http.request", "body": body, "more_body": False}, b""
+            if body is None:
+                return await receive()
+            message, body = {"type": "http.request", "body": body, "more_body": False}, None
             return message
 
         return await self.app(scope, replay, send)
@@ -249,8 +256,7 @@ def create_app(s: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(jobs.JobError)
     async def job_error(request: Request, error: jobs.JobError) -> JSONResponse:
-        response = JSONResponse({"detail": error.detail, "errors": error.errors},
-                                status_code=error.status)
+        response = reply(error, error.status)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response

@@ -123,12 +123,12 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from service.worker import supervise
+    from service.worker import Supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = {k: v for k, v in {"gpus": args.gpus, "jobs_per_gpu": args.jobs_per_gpu}.items()
                  if v is not None}
-    return supervise(Settings(**overrides) if overrides else settings())
+    return Supervisor(Settings(**overrides) if overrides else settings()).run()
 
 
 def prepare_store(s: Settings) -> None:
@@ -189,7 +189,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         try:
             response = http.post(f"/experiments/{args.name}", json=body)
             if response.status_code != 202:
-                raise UsageError(f"{response.status_code}: {response.json().get('detail')}")
+                try:
+                    detail = response.json()["detail"]
+                except (ValueError, KeyError, TypeError):  # not the API's JSON: a proxy's page
+                    detail = response.text[:200]
+                raise UsageError(f"{response.status_code}: {detail}")
             job = response.json()
             print(f"job {job['id']} {job['status']}\n  {job['links']['self']}\n"
                   f"  {job['links']['mlflow']}")
@@ -205,6 +209,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def follow(http, job_id: str, name: str) -> str:
     """Poll the job once a second, drawing its progress with the bar of `phenolab run`, until
     it ends."""
+    from dataclasses import fields
+
     from tqdm import tqdm
 
     from experiments.context import Progress
@@ -215,10 +221,8 @@ def follow(http, job_id: str, name: str) -> str:
             response = http.get(f"/jobs/{job_id}")
             response.raise_for_status()
             job = response.json()
-            if progress := job.get("progress"):
-                bar.update(Progress(progress["variant"], progress["variant_index"],
-                                    progress["variant_count"], progress["done"],
-                                    progress["total"], progress.get("info", {})))
+            if progress := job.get("progress"):  # the worker's Progress, as a dict
+                bar.update(Progress(**{f.name: progress[f.name] for f in fields(Progress)}))
             if job["status"] not in ("SCHEDULED", "RUNNING"):
                 if job.get("error"):
                     tqdm.write(f"error: {job['error']}", file=sys.stderr)

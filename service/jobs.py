@@ -43,7 +43,6 @@ CANCEL = "phenolab.cancel"
 ERROR = "phenolab.error"
 REQUEUED = "phenolab.requeued"
 
-STATUSES = ("SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED")
 ACTIVE = ("SCHEDULED", "RUNNING")
 MAX_TAG_CHARS = 8000
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -200,8 +199,10 @@ def detail(mlflow: MlflowClient, run: Run) -> dict[str, Any]:
 
 
 def search(mlflow: MlflowClient, status: str | None = None, experiment: str | None = None,
-           limit: int = 50, page_token: str | None = None) -> tuple[list[Run], str | None]:
-    """Jobs, newest first, optionally of one status and/or one experiment; paginated."""
+           limit: int = 50, page_token: str | None = None,
+           oldest_first: bool = False) -> tuple[list[Run], str | None]:
+    """Jobs, newest first (or oldest first), optionally of one status and/or one experiment;
+    paginated."""
     if experiment is not None:
         if experiment not in registry.entries():
             raise NotFound(str(registry.UnknownExperiment(experiment)), field="experiment")
@@ -216,7 +217,7 @@ def search(mlflow: MlflowClient, status: str | None = None, experiment: str | No
     if status is not None:
         query += f" and attributes.status = '{status}'"
     page = mlflow.search_runs(ids, query, max_results=limit, page_token=page_token,
-                              order_by=["attributes.start_time DESC"])
+                              order_by=[f"attributes.start_time {'ASC' if oldest_first else 'DESC'}"])
     return list(page), page.token
 
 
@@ -289,10 +290,11 @@ def last_sign_of_life(run: Run) -> float:
 def sweep(mlflow: MlflowClient, queue: JobQueue, settings: Settings) -> dict[str, int]:
     """Recover lost jobs: RUNNING with a stale heartbeat → re-queued once, then FAILED with the
     reason; SCHEDULED for long and missing from the queue (lost between create and enqueue)
-    → enqueued again. Run by the API, one process, so two sweeps never race."""
+    → enqueued again. Run by the API, one process, so two sweeps never race. Oldest first:
+    lost jobs are old ones, and more than 1,000 may be queued behind them."""
     now = time.time()
     counts = {"requeued": 0, "failed": 0, "enqueued": 0}
-    running, _ = search(mlflow, status="RUNNING", limit=1000)
+    running, _ = search(mlflow, status="RUNNING", limit=1000, oldest_first=True)
     for run in running:
         idle = now - last_sign_of_life(run)
         if idle > settings.stale_seconds:
@@ -300,7 +302,7 @@ def sweep(mlflow: MlflowClient, queue: JobQueue, settings: Settings) -> dict[str
                       f"{idle:.0f} s")
             status = requeue(mlflow, queue, run, reason, settings.max_attempts)
             counts["requeued" if status == "SCHEDULED" else "failed"] += 1
-    scheduled, _ = search(mlflow, status="SCHEDULED", limit=1000)
+    scheduled, _ = search(mlflow, status="SCHEDULED", limit=1000, oldest_first=True)
     old = [run for run in scheduled if now - last_sign_of_life(run) > settings.stale_seconds]
     if old:
         queued = queue.pending_run_ids()

@@ -64,8 +64,8 @@ class JobQueue:
     def size(self) -> int:
         return self.huey.pending_count()
 
-    def pending_run_ids(self, limit: int | None = None) -> set[str]:
-        return {task.args[0] for task in self.huey.pending(limit) if task.args}
+    def pending_run_ids(self) -> set[str]:
+        return {task.args[0] for task in self.huey.pending() if task.args}
 
     def seen(self, worker_id: str, info: dict[str, Any]) -> None:
         """Record that a worker slot is alive (shown by /healthz)."""
@@ -85,7 +85,3 @@ class JobQueue:
             elif now - info["seen"] > FORGET_WORKERS_AFTER:
                 self.huey.storage.delete_data(key)
         return sorted(alive, key=lambda info: info["id"])
-
-    def clear(self) -> None:
-        """Drop every message and worker entry (tests and benchmarks only)."""
-        self.huey.flush()

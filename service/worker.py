@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlflow.entities import RunTag
@@ -133,9 +133,7 @@ class Heartbeat(threading.Thread):
         tags = [RunTag(jobs.HEARTBEAT, str(time.time()))]
         if (p := self.latest) is not None:
             tags.append(RunTag(jobs.PROGRESS, json.dumps({
-                "variant": p.variant, "variant_index": p.variant_index,
-                "variant_count": p.variant_count, "done": p.done, "total": p.total,
-                "fraction": round(p.fraction, 4), "info": jobs.finite(p.info)})))
+                **asdict(p), "info": jobs.finite(p.info), "fraction": round(p.fraction, 4)})))
         try:
             self.mlflow.log_batch(self.run_id, tags=tags)
             if jobs.CANCEL in self.mlflow.get_run(self.run_id).data.tags:
@@ -255,10 +253,9 @@ class Supervisor:
 
     def spawn(self, index: int) -> None:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": self.slots[index] or ""}
-        cpu_slots = self.slots.count(None)
         if self.slots[index] is None and "OMP_NUM_THREADS" not in env:
             # CPU slots share the cores rather than each starting a thread per core
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.slots.count(None)))
         self.procs[index] = subprocess.Popen(
             [sys.executable, "-m", "service.worker", "--slot", str(index)], env=env)
         self.started[index] = time.monotonic()
@@ -314,10 +311,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def supervise(s: Settings | None = None) -> int:
-    return Supervisor(s or settings()).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

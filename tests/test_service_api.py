@@ -113,6 +113,8 @@ BAD_INPUT = [
     ("not JSON", "POST", POST, "{oops", 422, "body: not JSON"),
     ("JSON array", "POST", POST, "[1, 2]", 422, "body: expected a JSON object, got list"),
     ("deep nesting", "POST", POST, "[" * 30_000, 422, "body: not JSON"),
+    ("deep list in a field", "POST", POST, '{"models": ' + "[" * 600 + "]" * 600 + "}", 422,
+     "models.0.0: Input should be a valid integer"),
     ("4300+ digit int", "POST", POST, '{"epochs": ' + "9" * 5000 + "}", 422, "body: not JSON"),
     ("oversized body", "POST", POST, {"x": "a" * 100_000}, 413, "request body over 65536 bytes"),
     ("unknown job", "GET", f"/jobs/{UNKNOWN_ID}", None, 404, f"no job '{UNKNOWN_ID}'"),
@@ -165,3 +167,20 @@ def test_token_is_required_except_for_health_and_docs(lab: Lab) -> None:
             assert response.headers["www-authenticate"] == "Bearer"
     for path in ("/healthz", "/docs", "/openapi.json"):
         assert lab.http.get(path, headers={"Authorization": ""}).status_code == 200
+
+
+def test_links_use_the_public_api_url(store: str) -> None:
+    """Behind a proxy the links name PHENOLAB_API_URL, not the address the API was reached at."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings, settings
+
+    try:
+        with TestClient(create_app(Settings(api_url="https://lab.example.org/"))) as http:
+            job = http.post(POST, json=TINY).json()
+            assert job["links"]["self"] == f"https://lab.example.org/jobs/{job['id']}"
+            assert http.post(f"/jobs/{job['id']}/cancel").json()["links"]["cancel"] == \
+                f"https://lab.example.org/jobs/{job['id']}/cancel"
+    finally:
+        settings.cache_clear()  # importing service.app cached this test's environment
