@@ -26,8 +26,7 @@ ENV PATH=/opt/phenolab/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     PHENOLAB_HOME=/var/lib/phenolab \
     PHENOLAB_DATA_DIR=/data \
-    PHENOLAB_API_HOST=0.0.0.0 \
-    PHENOLAB_API_PORT=8000
+    PHENOLAB_API_HOST=0.0.0.0
 RUN useradd --create-home --uid 1000 --user-group phenolab \
  && mkdir -p /data /srv/mlflow /var/lib/phenolab \
  && chown phenolab:phenolab /data /srv/mlflow /var/lib/phenolab

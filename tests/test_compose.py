@@ -14,6 +14,7 @@ import sys
 import threading
 import tomllib
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFL
 COMPOSE_SECONDS = 120  # `docker compose config` reads files only; a hang is a failure
 
 
+@cache
 def compose_cli() -> list[str] | None:
     """`docker compose` (v2) when this machine has the CLI and its plugin, else None."""
     if shutil.which("docker") is None:
@@ -179,6 +181,7 @@ def test_every_setting_comes_from_env_and_is_documented(env_file: Path) -> None:
     used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE.read_text()))
     documented = set(env_lines(ENV_EXAMPLE))
     assert used <= documented, f"not in .env.example: {sorted(used - documented)}"
+    assert documented <= used, f"in .env.example but unused: {sorted(documented - used)}"
     text = ENV_EXAMPLE.read_text()
     for key in documented:  # each one has a comment right above it
         assert re.search(rf"#[^\n]*\n(#[^\n]*\n)*{key}=", text), f"{key} is not explained"

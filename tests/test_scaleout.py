@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_lab import LONG, TINY, Lab, free_port
+from service_lab import LONG, TINY, Lab, free_port, until
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -80,21 +80,14 @@ def mlflow_server(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -
         cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # as in compose
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
+    try:
+        until(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 120,
+              "mlflow server to answer /health",
+              lambda: (home / "mlflow-server.log").read_text()[-3000:], proc)
+        yield url
+    finally:
         Lab.stop(proc)
-        pytest.fail(f"mlflow server did not answer /health:\n"
-                    f"{(home / 'mlflow-server.log').read_text()[-3000:]}")
-    yield url
-    Lab.stop(proc)
-    log.close()
+        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +169,6 @@ def test_worker_restarted_with_jobs_queued_loses_none(lab: Lab, redis_url: str) 
               "the Redis queue to drain")
     assert lab.job(running)["status"] == "KILLED"
     assert all(len(lab.job(job_id)["children"]) == 1 for job_id in queued)
-
 
 
 class OwnRedis:

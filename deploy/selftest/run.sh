@@ -39,13 +39,9 @@ for arg in "$@"; do
   esac
 done
 
-# The stack's settings (ports, database, redis db index, image tag) from selftest.env.
+# The stack's settings (ports, token, MLflow login, database, redis db index, image tag) from
+# selftest.env, exported for stack_client.py too.
 set -a; . "$HERE/selftest.env"; set +a
-export SELFTEST_API=http://127.0.0.1:$PHENOLAB_API_PORT SELFTEST_MLFLOW=http://127.0.0.1:$MLFLOW_PORT
-export SELFTEST_TOKEN=$PHENOLAB_API_TOKEN
-# MLflow's basic-auth app on (MLFLOW_APP_NAME=basic-auth): the API, the workers and this script
-# log in as admin.
-[ "$MLFLOW_APP_NAME" = basic-auth ] && export SELFTEST_MLFLOW_PASSWORD=$MLFLOW_ADMIN_PASSWORD
 PSQL=(env PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt)
 REDIS=(redis-cli -h 127.0.0.1 -p 6379 -n "$SELFTEST_REDIS_DB")
 
@@ -55,7 +51,7 @@ log() { printf '[selftest %(%H:%M:%S)T] %s\n' -1 "$*"; }
 die() { log "FAILED: $*"; exit 1; }
 phase() {  # phase NAME: closes the previous phase's timer, opens NAME's
   local now; now=$(date +%s.%N)
-  [ -n "$PHASE" ] && TIMINGS+=("$(printf '%-7s %7.1f s' "$PHASE" "$(echo "$now - $PHASE_START" | bc)")")
+  [ -n "$PHASE" ] && TIMINGS+=("$(awk -v p="$PHASE" -v a="$PHASE_START" -v b="$now" 'BEGIN { printf "%-7s %7.1f s", p, b - a }')")
   PHASE=$1 PHASE_START=$now
   [ "$PHASE" = end ] || log "=== $PHASE"
 }
@@ -96,7 +92,6 @@ mkdir -p "$WORK"
 free_gb=$(df -P --block-size=1G "$WORK" | awk 'NR==2 {print $4}')
 log "free disk under $WORK: ${free_gb} GB (need $MIN_FREE_GB: the image is ~7 GB, its build cache more)"
 [ "$free_gb" -ge "$MIN_FREE_GB" ] || die "not enough free disk"
-command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq bc >/dev/null; }
 trap cleanup EXIT
 trap "exit 130" INT TERM
 

@@ -9,9 +9,9 @@ the machine's python3 before any project environment exists.
     stack_client.py pending           → prints the queue's pending count (API /healthz)
     stack_client.py readback ID       → params, metrics and a figure of the job, from MLflow
 
-Settings from the environment: SELFTEST_API (http://127.0.0.1:PORT), SELFTEST_TOKEN,
-SELFTEST_MLFLOW (http://127.0.0.1:PORT), SELFTEST_MLFLOW_USER and SELFTEST_MLFLOW_PASSWORD (when
-the MLflow server runs its basic-auth app), SELFTEST_TIMEOUT (seconds, default 600).
+Settings: the stack's own (deploy/selftest/selftest.env, which run.sh exports): PHENOLAB_API_PORT,
+PHENOLAB_API_TOKEN, MLFLOW_PORT, and MLFLOW_APP_NAME=basic-auth with MLFLOW_ADMIN_PASSWORD (log in
+to MLflow as admin); SELFTEST_TIMEOUT (seconds, default 600).
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ from typing import Any
 
 # A tiny function-fit job: the cost is the stack's, not the training's.
 JOB = {"preset": "quick", "epochs": 20, "n_points": 32, "models": [[8]], "eval_every": 5}
-API = os.environ.get("SELFTEST_API", "http://127.0.0.1:18055").rstrip("/")
-MLFLOW = os.environ.get("SELFTEST_MLFLOW", "http://127.0.0.1:15055").rstrip("/")
-TOKEN = os.environ.get("SELFTEST_TOKEN", "")
+API = f"http://127.0.0.1:{os.environ['PHENOLAB_API_PORT']}"
+MLFLOW = f"http://127.0.0.1:{os.environ['MLFLOW_PORT']}"
+TOKEN = os.environ.get("PHENOLAB_API_TOKEN", "")
 TIMEOUT = float(os.environ.get("SELFTEST_TIMEOUT", "600"))
-MLFLOW_LOGIN = ("Basic " + base64.b64encode(f"{os.environ.get('SELFTEST_MLFLOW_USER', 'admin')}:"
-                                            f"{os.environ['SELFTEST_MLFLOW_PASSWORD']}".encode()).decode()
-                if os.environ.get("SELFTEST_MLFLOW_PASSWORD") else "")
+MLFLOW_LOGIN = ("Basic " + base64.b64encode(f"admin:{os.environ['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
+                if os.environ.get("MLFLOW_APP_NAME") == "basic-auth" else "")
 
 
 def request(url: str, body: dict[str, Any] | None = None, authorization: str = "") -> bytes:
