@@ -19,7 +19,7 @@ from experiments.data import Dataset, load_dataset
 from experiments.models import mlp
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
-from experiments.variants import Outcome, Variant, run_variants
+from experiments.variants import Outcome, Variant, log_train_test_figures, run_variants
 
 
 def label(batch: int | str) -> str:
@@ -76,13 +76,9 @@ def figures(config: Config, outcomes: list[Outcome], tracker: Tracker) -> None:
     """Curves per batch size, the mini-batch loss of every step, final accuracy vs batch size."""
     unit = "step" if config.budget == "steps" else "epoch"
     names = {o.variant.name: o.variant.name.replace("-", " ") for o in outcomes}
-    for metric, logy in (("loss", True), ("acc", False)):
-        curves = {names[o.variant.name]: {s: o.series(f"{s}_{metric}") for s in ("train", "test")}
-                  for o in outcomes}
-        tracker.figure(plots.train_test_panels(
-            curves, metric=metric, xlabel=unit, logy=logy,
-            title=f"{metric} per batch size (budget: {getattr(config, config.budget)} {config.budget})"),
-            metric)
+    log_train_test_figures(
+        tracker, outcomes, xlabel=unit, label=lambda o: names[o.variant.name],
+        title=f"{{metric}} per batch size (budget: {getattr(config, config.budget)} {config.budget})")
     noise = {names[o.variant.name]: {"mini-batch loss": (
         list(range(1, len(o.result.steps.get("step_loss", [])) + 1)), o.result.steps.get("step_loss", []))}
         for o in outcomes}

@@ -22,7 +22,7 @@ from experiments.data import Dataset, load_dataset
 from experiments.models import mlp
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
-from experiments.variants import Outcome, Variant, run_variants
+from experiments.variants import Outcome, Variant, log_train_test_figures, run_variants
 
 LINEAR = ("sgd", "momentum")  # optimizers whose step is proportional to the learning rate
 
@@ -96,11 +96,8 @@ def figures(outcomes: list[Outcome], tracker: Tracker, initial: float,
                                title="training loss per learning rate (✗ = diverged: NaN/inf"
                                      + (f" or > {diverge_loss:g})" if diverge_loss else ")")),
                    "loss_diverged_marked")
-    for metric, logy in (("loss", True), ("acc", False)):
-        curves = {legend(o): {s: o.series(f"{s}_{metric}") for s in ("train", "test")}
-                  for o in outcomes}
-        tracker.figure(plots.train_test_panels(curves, metric=metric, xlabel="step", logy=logy,
-                                               title=f"{metric} per learning rate"), metric)
+    log_train_test_figures(tracker, outcomes, xlabel="step", label=legend,
+                           title="{metric} per learning rate")
     kept = [o for o in outcomes if o.result.status != "diverged"]
     rates = [o.variant.params["lr"] for o in kept]
     finals = {f"final {s} acc": (rates, [o.final.get(f"{s}_acc", math.nan) for o in kept])

@@ -10,14 +10,13 @@ from collections.abc import Callable
 
 from torch import nn
 
-from experiments import plots
 from experiments.configs.task_fit import Config
 from experiments.context import RunContext
 from experiments.data import load_dataset
 from experiments.models import cnn, cnn_features, mlp, widths_for_budget
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
-from experiments.variants import Variant, run_variants
+from experiments.variants import Variant, log_train_test_figures, run_variants
 
 
 def model_builder(config: Config, depth: int, in_shape: tuple[int, ...],
@@ -47,11 +46,6 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
                      epochs=config.epochs)
     outcomes = run_variants(tracker, ctx, variants, data.train, spec, evals={"test": data.test})
 
-    for metric, logy in (("loss", True), ("acc", False)):
-        curves = {o.variant.name: {split: o.series(f"{split}_{metric}")
-                                   for split in ("train", "test")} for o in outcomes}
-        tracker.figure(plots.train_test_panels(curves, metric=metric, logy=logy,
-                                               title=f"{config.dataset}: shallow vs deep"),
-                       "accuracy" if metric == "acc" else "loss")
+    log_train_test_figures(tracker, outcomes, title=f"{config.dataset}: shallow vs deep")
     best = max(outcomes, key=lambda o: o.final.get("test_acc", 0.0))
     tracker.summary({"best_test_acc": best.final.get("test_acc", 0.0)})

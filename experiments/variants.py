@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from experiments import plots
 from experiments.context import RunContext
 from experiments.data import Split
 from experiments.models import count_params
@@ -93,3 +94,17 @@ def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant],
 def series(outcomes: Sequence[Outcome], key: str) -> dict[str, tuple[list[float], list[float]]]:
     """{variant name: (x, values)} of one metric, the form `plots.lines` takes."""
     return {o.variant.name: o.series(key) for o in outcomes}
+
+
+def log_train_test_figures(tracker: Tracker, outcomes: Sequence[Outcome], *, title: str,
+                           xlabel: str = "epoch", label: Callable[[Outcome], str] | None = None,
+                           suffix: str = "") -> None:
+    """The figures `loss<suffix>` and `accuracy<suffix>`: train and test panels of the metric,
+    one curve per outcome (named by `label`, default the variant's name); `title` may hold
+    `{metric}`."""
+    name = label or (lambda o: o.variant.name)
+    for metric, figure, logy in (("loss", "loss", True), ("acc", "accuracy", False)):
+        curves = {name(o): {split: o.series(f"{split}_{metric}") for split in ("train", "test")}
+                  for o in outcomes}
+        tracker.figure(plots.train_test_panels(curves, metric=metric, xlabel=xlabel, logy=logy,
+                                               title=title.format(metric=metric)), figure + suffix)

@@ -24,7 +24,7 @@ from experiments.data import Dataset, Split, load_dataset
 from experiments.models import ACTIVATIONS, initialize, mlp
 from experiments.tracking import Tracker
 from experiments.train import EvalEvent, TrainSpec, seeded
-from experiments.variants import Outcome, Variant, run_variants
+from experiments.variants import Outcome, Variant, log_train_test_figures, run_variants
 
 PLURAL = {"weight": "weights", "bias": "biases"}
 SAME = 1e-6  # unit spread below this = identical units (float rounding, not symmetry breaking)
@@ -199,13 +199,9 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
         rows += [{"activation": activation, "init": o.variant.params["init_name"],
                   "status": o.result.status, **o.final} for o in outcomes]
         tracker.table("final", rows)  # rewritten after each activation: partial results show
-        for metric, logy in (("loss", True), ("acc", False)):
-            curves = {o.variant.params["init_name"]: {split: o.series(f"{split}_{metric}")
-                                                      for split in ("train", "test")}
-                      for o in outcomes}
-            tracker.figure(plots.train_test_panels(
-                curves, metric=metric, xlabel="step", logy=logy,
-                title=f"{activation}: {metric} per initialization"), f"{metric}_{activation}")
+        log_train_test_figures(tracker, outcomes, xlabel="step", suffix=f"_{activation}",
+                               label=lambda o: o.variant.params["init_name"],
+                               title=f"{activation}: {{metric}} per initialization")
         tracker.figure(plots.panels(metric_panels(outcomes, records, "grad_norm/"), xlabel="step",
                                     ylabel="‖∂L/∂θ‖₂ (probe batch)", logy=True, columns=2,
                                     title=f"{activation}: gradient norm per layer (gaps = exactly 0)"),

@@ -211,7 +211,7 @@ def test_learning_rate_tags_the_diverging_rate_and_the_others_go_on(store: str, 
     assert children["lr-0.05"].data.metrics["final_train_loss"] < children["lr-0.005"].data.metrics[
         "final_train_loss"]  # the smaller rate learns more slowly
     figures = _figures(client, run_id)
-    for name in ("loss_diverged_marked", "loss", "acc", "final_accuracy"):
+    for name in ("loss_diverged_marked", "loss", "accuracy", "final_accuracy"):
         assert figures[f"figures/{name}.png"] > 10_000
 
 
@@ -245,7 +245,7 @@ def test_batch_size_steps_budget_and_the_full_batch(store: str, mnist_dir: Path)
     small_first = _history(client, children["batch-50"].info.run_id, "batch_loss")[1]
     assert small_first != pytest.approx(first, rel=1e-5)  # 50 examples, not the whole set
     figures = _figures(client, run_id)
-    for name in ("loss", "acc", "batch_loss", "final_accuracy"):
+    for name in ("loss", "accuracy", "batch_loss", "final_accuracy"):
         assert figures[f"figures/{name}.png"] > 10_000
 
 
@@ -308,7 +308,7 @@ def test_weight_init_records_symmetry_and_histograms(store: str, mnist_dir: Path
     assert sorted(_history(client, gauss, "test_acc")) == [10, 20]
     assert sorted(_history(client, gauss, "grad_norm/layer2.bias")) == [0, 10, 20]  # 0 = init
     figures = _figures(client, run_id)
-    for name in ("loss_tanh", "acc_tanh", "grad_norms_tanh", "saturation_tanh",
+    for name in ("loss_tanh", "accuracy_tanh", "grad_norms_tanh", "saturation_tanh",
                  "unit_spread_tanh", "activations_tanh"):
         assert figures[f"figures/{name}.png"] > 10_000
     with open(client.download_artifacts(run_id, "tables/final.csv", str(tmp_path))) as f:
