@@ -16,7 +16,7 @@ from experiments import plots
 from experiments.configs.batch_size import Config
 from experiments.context import RunContext
 from experiments.data import Dataset, load_dataset
-from experiments.models import mlp
+from experiments.models import classifier
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
 from experiments.variants import Outcome, Variant, log_train_test_figures, run_variants
@@ -38,13 +38,13 @@ def schedule(config: Config, batch: int | None) -> TrainSpec:
 
 def variants(config: Config, data: Dataset) -> list[Variant]:
     """One variant per batch size, all from the same seed, hence the same initial weights."""
-    in_dim, n = math.prod(data.input_shape), len(data.train)
+    n = len(data.train)
     out = []
     for batch in config.batch_sizes:
         size = None if batch == "full" else min(batch, n)
         out.append(Variant(
             label(batch).replace(" ", "-"),
-            lambda: mlp(in_dim, config.hidden, data.n_classes, config.activation), config.seed,
+            lambda: classifier(data, config.hidden, config.activation), config.seed,
             {"batch_size": size or n, "full_batch": size is None, "lr": config.lr,
              "activation": config.activation, "hidden": config.hidden, "budget": config.budget},
             spec=schedule(config, size)))

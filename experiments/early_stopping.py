@@ -18,7 +18,7 @@ from experiments import plots
 from experiments.configs.early_stopping import Config
 from experiments.context import RunContext
 from experiments.data import Split, load_dataset
-from experiments.models import mlp
+from experiments.models import classifier
 from experiments.tracking import Tracker
 from experiments.train import EvalEvent, ModelStack, Params, TrainSpec
 from experiments.variants import Outcome, Variant, run_variants
@@ -73,9 +73,8 @@ def evaluate(model: nn.Module, splits: dict[str, Split], chunk: int) -> dict[str
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
     fit, val = holdout(data.train, config.validation, config.seed)
-    in_dim = math.prod(data.input_shape)
     variant = Variant(f"mlp-{'x'.join(map(str, config.hidden))}",
-                      lambda: mlp(in_dim, config.hidden, data.n_classes, config.activation),
+                      lambda: classifier(data, config.hidden, config.activation),
                       config.seed, {"hidden": config.hidden, "activation": config.activation,
                                     "lr": config.lr, "batch_size": config.batch_size,
                                     "optimizer": config.optimizer, "patience": config.patience,

@@ -14,7 +14,7 @@ from experiments import plots
 from experiments.configs.gradient_norm import Config
 from experiments.context import RunContext
 from experiments.data import Split, load_dataset, target_function
-from experiments.models import mlp
+from experiments.models import classifier, mlp
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
 from experiments.variants import Outcome, Variant, run_variants
@@ -51,14 +51,13 @@ def tasks(config: Config, device: str) -> list[Task]:
                   fit, recorded_spec(config, "mse", config.function_steps,
                                      config.function_batch_size))]
     if config.mnist:
-        data = load_dataset("mnist", device, config.train_subset).train
-        in_dim = data.x[0].numel()
-        found.append(Task("mnist", Variant("mnist", lambda: mlp(in_dim, config.mnist_hidden, 10),
+        mnist = load_dataset("mnist", device, config.train_subset)
+        found.append(Task("mnist", Variant("mnist", lambda: classifier(mnist, config.mnist_hidden),
                                            config.seed, {"task": "mnist",
                                                          "hidden": config.mnist_hidden,
                                                          "batch_size": config.batch_size}),
-                          data, recorded_spec(config, "cross_entropy", config.mnist_steps,
-                                              config.batch_size)))
+                          mnist.train, recorded_spec(config, "cross_entropy", config.mnist_steps,
+                                                     config.batch_size)))
     return found
 
 

@@ -13,7 +13,7 @@ from experiments import measures, plots
 from experiments.configs.interpolation import Config
 from experiments.context import RunContext
 from experiments.data import load_dataset
-from experiments.models import mlp
+from experiments.models import classifier
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
 from experiments.variants import Variant, run_variants
@@ -29,10 +29,9 @@ def alpha_grid(config: Config) -> list[float]:
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
-    in_dim = data.train.x[0].numel()
     variants = [
         Variant(f"m{i + 1}-bs{a.batch_size}-lr{a.lr:g}",
-                lambda: mlp(in_dim, config.hidden, data.n_classes),
+                lambda: classifier(data, config.hidden),
                 config.seed if config.same_init else config.seed + i,
                 {"batch_size": a.batch_size, "lr": a.lr, "hidden": config.hidden},
                 spec=TrainSpec(optimizer=config.optimizer, lr=a.lr, batch_size=a.batch_size,

@@ -19,7 +19,7 @@ from experiments import plots
 from experiments.configs.learning_rate import Config
 from experiments.context import RunContext
 from experiments.data import Dataset, load_dataset
-from experiments.models import mlp
+from experiments.models import classifier
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
 from experiments.variants import Outcome, Variant, log_train_test_figures, run_variants
@@ -38,9 +38,8 @@ def schedule(config: Config, lr: float = 1.0, scale: list[float] | None = None) 
 def variants(config: Config, data: Dataset) -> list[Variant]:
     """One variant per rate, all from the same seed (same initial weights, same batch order);
     with an adaptive optimizer each carries its own schedule."""
-    in_dim = math.prod(data.input_shape)
     together = config.optimizer in LINEAR
-    return [Variant(f"lr-{rate:g}", lambda: mlp(in_dim, config.hidden, data.n_classes, config.activation),
+    return [Variant(f"lr-{rate:g}", lambda: classifier(data, config.hidden, config.activation),
                     config.seed, {"lr": rate, "batch_size": config.batch_size,
                                   "optimizer": config.optimizer, "activation": config.activation,
                                   "hidden": config.hidden},

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from experiments.data import Dataset
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def classifier(data: Dataset, hidden: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """An MLP for `data`: its flattened inputs in, one logit per class out."""
+    return mlp(math.prod(data.input_shape), hidden, data.n_classes, activation)
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu") -> nn.Sequential:

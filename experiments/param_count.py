@@ -11,7 +11,7 @@ from experiments import plots
 from experiments.configs.param_count import Config
 from experiments.context import RunContext
 from experiments.data import load_dataset
-from experiments.models import count_params, mlp
+from experiments.models import classifier, count_params
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
 from experiments.variants import Variant, run_variants
@@ -19,8 +19,7 @@ from experiments.variants import Variant, run_variants
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
-    in_dim = data.train.x[0].numel()
-    variants = [Variant(f"width-{w}", lambda w=w: mlp(in_dim, [w] * config.depth, data.n_classes),
+    variants = [Variant(f"width-{w}", lambda w=w: classifier(data, [w] * config.depth),
                         config.seed, {"width": w, "depth": config.depth})
                 for w in sorted(config.widths)]
     spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,

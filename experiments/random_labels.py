@@ -14,7 +14,7 @@ from experiments import plots
 from experiments.configs.random_labels import Config
 from experiments.context import RunContext
 from experiments.data import Split, load_dataset
-from experiments.models import mlp
+from experiments.models import classifier
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
 from experiments.variants import Variant, run_variants
@@ -36,9 +36,8 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
     labels = shuffle_labels(data.train.y, config.fraction, config.seed)
     train = Split(data.train.x, labels)
-    in_dim = data.train.x[0].numel()
     name = f"mlp-{'x'.join(map(str, config.hidden))}"
-    variant = Variant(name, lambda: mlp(in_dim, config.hidden, data.n_classes), config.seed,
+    variant = Variant(name, lambda: classifier(data, config.hidden), config.seed,
                       {"hidden": config.hidden, "fraction": config.fraction})
     spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
                      epochs=config.epochs)

@@ -17,7 +17,7 @@ from experiments import measures, plots
 from experiments.configs.sensitivity import BatchSizeStudy, Config
 from experiments.context import RunContext
 from experiments.data import Dataset, load_dataset
-from experiments.models import mlp
+from experiments.models import classifier
 from experiments.tracking import Tracker
 from experiments.train import TrainSpec
 from experiments.variants import Outcome, Variant, run_variants
@@ -29,14 +29,13 @@ def train_batch_sizes(config: BatchSizeStudy, tracker: Tracker,
     (seed, seed+1 …) and train for the same number of epochs. Train metrics are evaluated at
     each epoch's end weights over the whole training set."""
     data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
-    in_dim = data.train.x[0].numel()
     variants = []
     for batch_size in config.batch_sizes:
         spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=batch_size,
                          epochs=config.epochs)
         for seed in range(config.seed, config.seed + config.repeats):
             name = f"bs{batch_size}" + (f"-seed{seed}" if config.repeats > 1 else "")
-            variants.append(Variant(name, lambda: mlp(in_dim, config.hidden, data.n_classes), seed,
+            variants.append(Variant(name, lambda: classifier(data, config.hidden), seed,
                                     {"batch_size": batch_size, "lr": config.lr,
                                      "optimizer": config.optimizer, "hidden": config.hidden},
                                     spec=spec))

@@ -10,7 +10,6 @@ the model's shape, so they train together as one vmap ensemble on the same batch
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Any
 
@@ -21,7 +20,7 @@ from experiments import measures, plots
 from experiments.configs.weight_init import Config
 from experiments.context import RunContext
 from experiments.data import Dataset, Split, load_dataset
-from experiments.models import ACTIVATIONS, initialize, mlp
+from experiments.models import ACTIVATIONS, classifier, initialize
 from experiments.tracking import Tracker
 from experiments.train import EvalEvent, TrainSpec, seeded
 from experiments.variants import Outcome, Variant, log_train_test_figures, run_variants
@@ -165,11 +164,10 @@ def metric_panels(outcomes: list[Outcome], records: dict[str, list[dict[str, Any
 def train_activation(config: Config, activation: str, data: Dataset, tracker: Tracker,
                      ctx: RunContext) -> tuple[list[Outcome], dict[str, list[dict[str, Any]]]]:
     """All inits of one activation as one ensemble; returns outcomes and per-variant records."""
-    in_dim = math.prod(data.input_shape)
     variants = [
         Variant(f"{activation}-{name}",
                 lambda scheme=scheme, variance=variance: initialize(
-                    mlp(in_dim, config.hidden, data.n_classes, activation), scheme, variance),
+                    classifier(data, config.hidden, activation), scheme, variance),
                 config.seed,
                 {"activation": activation, "init_name": name, "init": scheme, "variance": variance,
                  "hidden": config.hidden, "lr": config.lr, "batch_size": config.batch_size})

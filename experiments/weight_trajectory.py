@@ -22,7 +22,7 @@ from experiments.configs.weight_trajectory import Config
 from experiments.context import RunContext
 from experiments.data import Dataset, Split, load_dataset
 from experiments.measures import weight_pca
-from experiments.models import mlp
+from experiments.models import classifier
 from experiments.tracking import Tracker
 from experiments.train import EvalEvent, ModelStack, Params, TrainSpec, seeded
 from experiments.variants import Outcome, Variant, run_variants
@@ -103,10 +103,9 @@ def train_events(config: Config, tracker: Tracker, ctx: RunContext, variants: li
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
-    in_dim = data.train.x[0].numel()
 
     def build() -> nn.Module:
-        return mlp(in_dim, config.hidden, data.n_classes)
+        return classifier(data, config.hidden)
 
     seeds = [config.seed + i for i in range(config.events)]
     variants = [Variant(f"event {i + 1}", build, s, {"event": i + 1, "hidden": config.hidden})
