@@ -42,7 +42,9 @@ class TrainSpec:
     blew up by orders of magnitude but stays finite (ReLU nets at huge learning rates explode,
     then die and sit at a finite loss) counts as diverged too. `record_steps` names what is
     kept at every step, on the device (read once per evaluation): `step_loss` (the mini-batch
-    loss) and/or `grad_norm` (2-norm of the whole gradient, an extra pass over the parameters)."""
+    loss) and/or `grad_norm` (2-norm of the whole gradient, an extra pass over the parameters).
+    `eval_at_start` adds an evaluation of the initial weights (epoch 0, step 0: the `evals`
+    splits only, no mini-batch has been seen), for curves and hooks that start at the init."""
 
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -59,6 +61,7 @@ class TrainSpec:
     eval_chunk: int = 8192
     lr_scale: list[float] | None = None
     diverge_above: float | None = None
+    eval_at_start: bool = False
 
 
 @dataclass
@@ -235,9 +238,11 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
     def evaluate(epoch: int) -> None:
         nonlocal optimizer, since, running, running_acc, first_bad, active, scale, order
         x = epoch if spec.eval_unit == "epoch" else step
-        values: dict[str, Tensor] = {"train_loss": running / max(since, 1)}
-        if spec.loss == "cross_entropy":
-            values["train_acc"] = running_acc / max(since, 1)
+        values: dict[str, Tensor] = {}
+        if since:  # the mini-batches seen since the last evaluation
+            values["train_loss"] = running / since
+            if spec.loss == "cross_entropy":
+                values["train_acc"] = running_acc / since
         for name, split in evals.items():
             values[f"{name}_loss"], acc = stack.evaluate(split, spec.loss, spec.eval_chunk)
             if spec.loss == "cross_entropy":
@@ -260,7 +265,7 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
             result.history.append({"epoch": epoch, "step": step, "x": x, **m})
             if sink:
                 sink(model, x, m)
-            if spec.converge_tol is not None:
+            if spec.converge_tol is not None and "train_loss" in m:
                 loss = m["train_loss"]
                 if loss < best[model] * (1 - spec.converge_tol):
                     best[model], stale[model] = loss, 0
@@ -277,8 +282,8 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
             if model not in stop:
                 results[model].status, results[model].stop_step = "stopped", step
                 stop.add(model)
-        shown = metrics[0].get("train_loss", math.nan) if metrics else math.nan
-        ctx.advance(min(x, total), total, loss=shown)
+        shown = {"loss": metrics[0]["train_loss"]} if metrics and "train_loss" in metrics[0] else {}
+        ctx.advance(min(x, total), total, **shown)
         if stop:
             for row, model in enumerate(active):
                 if model in stop:
@@ -295,6 +300,8 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
         since = 0
 
     ctx.advance(0, total)
+    if spec.eval_at_start:
+        evaluate(0)
     epoch = 0
     while active and step < max_steps:
         epoch += 1

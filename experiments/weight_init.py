@@ -22,7 +22,7 @@ from experiments.context import RunContext
 from experiments.data import Dataset, Split, load_dataset
 from experiments.models import ACTIVATIONS, classifier, initialize
 from experiments.tracking import Tracker
-from experiments.train import EvalEvent, TrainSpec, seeded
+from experiments.train import EvalEvent, TrainSpec
 from experiments.variants import Outcome, Variant, log_train_test_figures, run_variants
 
 PLURAL = {"weight": "weights", "bias": "biases"}
@@ -172,13 +172,12 @@ def train_activation(config: Config, activation: str, data: Dataset, tracker: Tr
                 {"activation": activation, "init_name": name, "init": scheme, "variance": variance,
                  "hidden": config.hidden, "lr": config.lr, "batch_size": config.batch_size})
         for name, scheme, variance in inits(config)]
-    initial = [seeded(v.build, [v.seed], ctx.device)[0] for v in variants]
-    recorder = LayerRecorder(initial[0], activation, data.train.head(config.probe_size),
+    template = variants[0].build().to(ctx.device)  # the shape the recorder calls with each state
+    recorder = LayerRecorder(template, activation, data.train.head(config.probe_size),
                              config.hist_samples, config.seed)
-    for index, model in enumerate(initial):
-        recorder.record(index, 0, {k: v.detach() for k, v in model.state_dict().items()})
     spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=None, max_steps=config.steps, eval_every=config.eval_every, eval_unit="step")
+                     epochs=None, max_steps=config.steps, eval_every=config.eval_every,
+                     eval_unit="step", eval_at_start=True)
     outcomes = run_variants(tracker, ctx, variants, data.train, spec, evals={"test": data.test},
                             together=True, on_eval=recorder)
     records = {v.name: recorder.records[i] for i, v in enumerate(variants)}

@@ -20,11 +20,11 @@ from torch import Tensor, nn
 from experiments import plots
 from experiments.configs.weight_trajectory import Config
 from experiments.context import RunContext
-from experiments.data import Dataset, Split, load_dataset
+from experiments.data import Dataset, load_dataset
 from experiments.measures import weight_pca
 from experiments.models import classifier
 from experiments.tracking import Tracker
-from experiments.train import EvalEvent, ModelStack, Params, TrainSpec, seeded
+from experiments.train import EvalEvent, Params, TrainSpec
 from experiments.variants import Outcome, Variant, run_variants
 
 VIEWS = {"first_layer": "first layer", "whole_model": "whole model"}
@@ -42,7 +42,7 @@ class Point:
 
 @dataclass
 class Collector:
-    """Every event's weights (on the CPU) at epoch 0 (added from the initial models), at every
+    """Every event's weights (on the CPU) at epoch 0 (the initial weights), at every
     `every`-th epoch and at the last epoch, with their test metrics."""
 
     every: int
@@ -78,17 +78,6 @@ def flat(points: list[Point], names: list[str]) -> Tensor:
     return torch.stack([torch.cat([p.weights[n].flatten() for n in names]) for p in points])
 
 
-def initial_points(build: Callable[[], nn.Module], seeds: list[int], collector: Collector,
-                   data: Split, device: str) -> None:
-    """Epoch 0: the events' initial weights (built exactly as `run_variants` builds them) and
-    their test metrics, evaluated all at once."""
-    models = seeded(build, seeds, device)
-    loss, acc = ModelStack(models).evaluate(data, "cross_entropy", chunk=8192)
-    for i, (model, test_loss, test_acc) in enumerate(zip(models, loss.tolist(), acc.tolist())):
-        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        collector.add(i, Point(0, weights, test_acc, test_loss))
-
-
 def train_events(config: Config, tracker: Tracker, ctx: RunContext, variants: list[Variant],
                  data: Dataset, spec: TrainSpec, collector: Collector) -> list[Outcome]:
     """All events as one ensemble, or (`together=False`) one after the other, each with its
@@ -111,9 +100,8 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     variants = [Variant(f"event {i + 1}", build, s, {"event": i + 1, "hidden": config.hidden})
                 for i, s in enumerate(seeds)]
     spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=config.epochs)
+                     epochs=config.epochs, eval_at_start=True)  # epoch 0: the initial weights
     collector = Collector(config.collect_every, config.epochs)
-    initial_points(build, seeds, collector, data.test, ctx.device)
     start = time.perf_counter()
     outcomes = train_events(config, tracker, ctx, variants, data, spec, collector)
     train_seconds = time.perf_counter() - start

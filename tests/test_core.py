@@ -86,6 +86,20 @@ def test_a_budget_in_steps_alone_crosses_epochs_and_stops_at_the_step() -> None:
         train(models, data, TrainSpec(epochs=None), seeds=[0])
 
 
+def test_eval_at_start_measures_the_initial_weights() -> None:
+    data, test = _blobs(), _blobs(64, seed=1)
+    models = seeded(lambda: mlp(2, [8], 2), [0], "cpu")
+    with torch.no_grad():
+        initial = torch.nn.functional.cross_entropy(models[0](test.x), test.y).item()
+    spec = TrainSpec(optimizer="sgd", lr=0.1, batch_size=64, epochs=2, eval_at_start=True)
+    (result,) = train(models, data, spec, seeds=[0], evals={"test": test})
+    first, *rest = result.history
+    assert (first["epoch"], first["step"], first["x"]) == (0, 0, 0)
+    assert "train_loss" not in first  # no mini-batch seen yet
+    assert first["test_loss"] == pytest.approx(initial, rel=1e-5)
+    assert [r["epoch"] for r in rest] == [1, 2] and all("train_loss" in r for r in rest)
+
+
 def test_divergence_stops_only_the_diverging_model() -> None:
     data = _blobs()
     models = seeded(lambda: mlp(2, [16], 1), [0, 1], "cpu")

@@ -311,7 +311,8 @@ def test_weight_trajectory_keeps_snapshots_and_projects_all_points(store: str, m
     for name, child in children.items():
         child_id = child.info.run_id
         assert child.data.params["seed"] == str(int(name.split()[1]) - 1)
-        assert [m.step for m in client.get_metric_history(child_id, "test_acc")] == [1, 2, 3, 4]
+        # epoch 0 is the initial weights, evaluated like every other point
+        assert [m.step for m in client.get_metric_history(child_id, "test_acc")] == [0, 1, 2, 3, 4]
         files = [f.path for f in client.list_artifacts(child_id, "snapshots")]
         assert files == [f"snapshots/epoch_{e:04d}.safetensors" for e in (0, 2, 4)]
         weights = load_file(client.download_artifacts(child_id, files[0], str(tmp_path / name)))
