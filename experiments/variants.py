@@ -9,7 +9,7 @@ schedule train together as one `vmap` ensemble.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -55,17 +55,20 @@ def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant],
                  together: bool = False,
                  on_eval: Callable[[EvalEvent], Any] | None = None) -> list[Outcome]:
     """Train each variant (all at once when `together`; variants with their own `spec` train
-    together per equal spec), one child run each."""
+    together per equal spec), one child run each. `on_eval` sees (and may stop) models by
+    their index in `variants`, whichever ensemble they train in."""
     device = data.x.device
-    groups: list[list[Variant]] = []
-    for v in variants:  # together: one ensemble per distinct schedule
-        same = next((g for g in groups if g[0].spec == v.spec), None) if together else None
+    groups: list[list[int]] = []
+    for i, v in enumerate(variants):  # together: one ensemble per distinct schedule
+        same = (next((g for g in groups if variants[g[0]].spec == v.spec), None)
+                if together else None)
         if same is None:
-            groups.append([v])
+            groups.append([i])
         else:
-            same.append(v)
+            same.append(i)
     outcomes: list[Outcome] = []
-    for index, group in enumerate(groups):
+    for index, ids in enumerate(groups):
+        group = [variants[i] for i in ids]
         models = [seeded(v.build, [v.seed], device)[0] for v in group]
         runs = [tracker.child(v.name, {"n_params": count_params(m), "seed": v.seed, **v.params})
                 for v, m in zip(group, models)]
@@ -76,8 +79,12 @@ def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant],
         def sink(model: int, x: int, metrics: dict[str, float], runs: list[Run] = runs) -> None:
             runs[model].log(metrics, step=x)
 
+        def hook(event: EvalEvent, ids: list[int] = ids) -> list[int]:
+            stops = on_eval(replace(event, active=[ids[m] for m in event.active])) if on_eval else ()
+            return [ids.index(m) for m in stops or ()]
+
         results = train(models, data, group_spec, seeds=[v.seed for v in group], evals=evals, ctx=ctx,
-                        sink=sink, on_eval=on_eval)
+                        sink=sink, on_eval=hook)
         for variant, run, model, result in zip(group, runs, models, results):
             tags: dict[str, Any] = {"status": result.status}
             if result.status == "diverged":

@@ -11,7 +11,6 @@ alike (about 0.98 after 24 epochs) — many different weights are equally good.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -20,12 +19,12 @@ from torch import Tensor, nn
 from experiments import plots
 from experiments.configs.weight_trajectory import Config
 from experiments.context import RunContext
-from experiments.data import Dataset, load_dataset
+from experiments.data import load_dataset
 from experiments.measures import weight_pca
 from experiments.models import classifier
 from experiments.tracking import Tracker
 from experiments.train import EvalEvent, Params, TrainSpec
-from experiments.variants import Outcome, Variant, run_variants
+from experiments.variants import Variant, run_variants
 
 VIEWS = {"first_layer": "first layer", "whole_model": "whole model"}
 
@@ -52,17 +51,15 @@ class Collector:
     def add(self, event: int, point: Point) -> None:
         self.points.setdefault(event, []).append(point)
 
-    def hook(self, first: int) -> Callable[[EvalEvent], None]:
-        """The `on_eval` hook of one ensemble whose model 0 is event `first`."""
-        def collect(e: EvalEvent) -> None:
-            if e.epoch % self.every and e.epoch != self.last:
-                return
-            for row, model in enumerate(e.active):
-                weights = {k: v.cpu() for k, v in e.state_dict(model).items()}
-                m = e.metrics[row]
-                self.add(first + model, Point(e.epoch, weights, m.get("test_acc", float("nan")),
-                                              m.get("test_loss", float("nan"))))
-        return collect
+    def __call__(self, e: EvalEvent) -> None:
+        """The `on_eval` hook: models are events by their index."""
+        if e.epoch % self.every and e.epoch != self.last:
+            return
+        for row, event in enumerate(e.active):
+            weights = {k: v.cpu() for k, v in e.state_dict(event).items()}
+            m = e.metrics[row]
+            self.add(event, Point(e.epoch, weights, m.get("test_acc", float("nan")),
+                                  m.get("test_loss", float("nan"))))
 
 
 def first_layer(module: nn.Module) -> list[str]:
@@ -78,18 +75,6 @@ def flat(points: list[Point], names: list[str]) -> Tensor:
     return torch.stack([torch.cat([p.weights[n].flatten() for n in names]) for p in points])
 
 
-def train_events(config: Config, tracker: Tracker, ctx: RunContext, variants: list[Variant],
-                 data: Dataset, spec: TrainSpec, collector: Collector) -> list[Outcome]:
-    """All events as one ensemble, or (`together=False`) one after the other, each with its
-    own child run; the collector sees every evaluation."""
-    batches = [variants] if config.together else [[v] for v in variants]
-    outcomes: list[Outcome] = []
-    for batch in batches:
-        outcomes += run_variants(tracker, ctx, batch, data.train, spec, together=True,
-                                 evals={"test": data.test}, on_eval=collector.hook(len(outcomes)))
-    return outcomes
-
-
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
 
@@ -103,7 +88,9 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
                      epochs=config.epochs, eval_at_start=True)  # epoch 0: the initial weights
     collector = Collector(config.collect_every, config.epochs)
     start = time.perf_counter()
-    outcomes = train_events(config, tracker, ctx, variants, data, spec, collector)
+    # all events as one ensemble, or (`together=False`) one after the other
+    outcomes = run_variants(tracker, ctx, variants, data.train, spec, together=config.together,
+                            evals={"test": data.test}, on_eval=collector)
     train_seconds = time.perf_counter() - start
 
     for index, outcome in enumerate(outcomes):
