@@ -36,8 +36,6 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
         curves = {s: (n_params, [o.final[f"{s}_{metric}"] for o in outcomes])
                   for s in ("train", "test")}
         fig = plots.lines(curves, xlabel="number of parameters", ylabel=label, logx=True,
-                          logy=logy, title=f"{config.dataset}: {label} vs #parameters")
-        for line in fig.axes[0].lines:
-            line.set_marker("o")  # one point per model
+                          logy=logy, marker="o", title=f"{config.dataset}: {label} vs #parameters")
         tracker.figure(fig, "accuracy_vs_params" if metric == "acc" else "loss_vs_params")
     tracker.summary({"min_params": min(n_params), "max_params": max(n_params)})

@@ -19,12 +19,13 @@ Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
 
 def lines(series: Series, *, xlabel: str, ylabel: str, title: str, logy: bool = False,
           logx: bool = False, markers: Mapping[str, tuple[float, float]] | None = None,
-          vlines: Mapping[str, float] | None = None) -> Figure:
-    """Curves y(x), one per label; `markers` marks one point per label (e.g. a stop);
-    `vlines` draws a labelled dashed vertical line at each x (e.g. where training stopped)."""
+          vlines: Mapping[str, float] | None = None, marker: str | None = None) -> Figure:
+    """Curves y(x), one per label (`marker`, e.g. "o", on every point: one point per model);
+    `markers` marks one point per label (e.g. a stop); `vlines` draws a labelled dashed
+    vertical line at each x (e.g. where training stopped)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, (x, y) in series.items():
-        ax.plot(x, y, label=label, linewidth=1.4)
+        ax.plot(x, y, label=label, linewidth=1.4, marker=marker)
     for label, (x, y) in (markers or {}).items():
         ax.plot([x], [y], "kx", markersize=10)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
@@ -104,7 +105,8 @@ def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]],
 
 
 def panels(grid: Mapping[str, Series], *, xlabel: str, ylabel: str, title: str,
-           logy: bool = False, columns: int = 3) -> Figure:
+           logy: bool = False, logx: bool = False, columns: int = 3,
+           marker: str | None = None) -> Figure:
     """`lines`-style panels in a grid, one per key of `grid` (e.g. one per layer), each with
     one curve per label; the labels keep their colour across panels."""
     rows = -(-len(grid) // columns)
@@ -112,10 +114,12 @@ def panels(grid: Mapping[str, Series], *, xlabel: str, ylabel: str, title: str,
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
     for ax, (name, series) in zip(axes.flat, grid.items()):
         for label, (x, y) in series.items():
-            ax.plot(x, y, label=label, linewidth=1.3)
+            ax.plot(x, y, label=label, linewidth=1.3, marker=marker)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
         if logy:
             ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(grid):]:
         ax.axis("off")

@@ -59,10 +59,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
         sizes, means = by_batch_size(outcomes, [r[key] for r in results])
         tracker.log_series(f"{key}_by_batch_size", means, sizes)  # step = batch size
         grid[label] = {f"mean of {config.repeats} seed(s)": (sizes, means)}
-    fig = plots.panels(grid, xlabel="batch size", ylabel="", columns=2, title=f"{config.dataset}: sharpness "
-                       f"vs batch size (ε={config.epsilon:g}, r={config.profile_radius:g})")
-    for ax in fig.axes:
-        ax.set_xscale("log")
-        for line in ax.lines:
-            line.set_marker("o")
-    tracker.figure(fig, "sharpness_vs_batch_size")
+    tracker.figure(plots.panels(
+        grid, xlabel="batch size", ylabel="", columns=2, logx=True, marker="o",
+        title=f"{config.dataset}: sharpness vs batch size (ε={config.epsilon:g}, "
+              f"r={config.profile_radius:g})"), "sharpness_vs_batch_size")
