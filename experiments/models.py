@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from experiments.configs import mlp_params
 from experiments.data import Dataset
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -68,12 +69,6 @@ def initialize(model: nn.Module, scheme: str, variance: float = 1.0) -> nn.Modul
 def count_params(model: nn.Module) -> int:
     """Weights and biases, every trainable element counted once."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def mlp_params(in_dim: int, hidden: Sequence[int], out_dim: int) -> int:
-    """Closed form of `count_params(mlp(...))`."""
-    dims = [in_dim, *hidden, out_dim]
-    return sum((a + 1) * b for a, b in zip(dims, dims[1:]))
 
 
 def cnn_features(in_shape: Sequence[int], channels: Sequence[int]) -> tuple[int, int]:

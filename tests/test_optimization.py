@@ -347,6 +347,10 @@ def test_weight_trajectory_config_counts_points_and_rejects_too_many() -> None:
         Config(events=64, epochs=1000, collect_every=1)
     with pytest.raises(ValidationError, match="less than or equal to 1000"):
         Config(events=1, epochs=1001, collect_every=1000)  # few points, yet over the epoch bound
+    # 72 points of 784-2048-2048-10 (5,824,522 parameters): 419 M weights held
+    with pytest.raises(ValidationError, match="419,365,584 weights held"):
+        Config(hidden=[2048, 2048])
+    Config(hidden=[1024, 1024])  # 72 × 1,863,690 = 134 M: fits
 
 
 @pytest.mark.parametrize("field", ["function_steps", "mnist_steps"])

@@ -7,6 +7,7 @@ is bounded so that one request cannot take the server down.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -25,6 +26,16 @@ Width = Annotated[int, Field(ge=1, le=8192)]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 TrainSubset = Annotated[int, Field(ge=10, le=60_000, description="first N training examples")]
 TestSubset = Annotated[int, Field(ge=10, le=10_000, description="first N test examples")]
+
+
+INPUT_SIZES = {"mnist": 28 * 28, "cifar10": 3 * 32 * 32}  # flattened, for counting without torch
+
+
+def mlp_params(in_dim: int, hidden: Sequence[int], out_dim: int) -> int:
+    """Closed form of `count_params(mlp(...))` (weights and biases), without torch: configs
+    bound what a request may build."""
+    dims = [in_dim, *hidden, out_dim]
+    return sum((a + 1) * b for a, b in zip(dims, dims[1:]))
 
 
 def distinct(values: list[Any]) -> list[Any]:

@@ -15,6 +15,7 @@ from experiments.configs import (
     OptimizerName,
     TargetName,
     Width,
+    mlp_params,
 )
 
 NAME = "minimal-ratio"
@@ -64,9 +65,8 @@ class Config(ExperimentConfig):
 
     @property
     def n_params(self) -> int:
-        """Parameters of the 1-hidden…-1 MLP (weights and biases), counted without torch."""
-        widths = [1, *self.hidden, 1]
-        return sum(a * b + b for a, b in zip(widths, widths[1:]))
+        """Parameters of the 1-hidden…-1 MLP (weights and biases)."""
+        return mlp_params(1, self.hidden, 1)
 
     @model_validator(mode="after")
     def _hessian_fits(self) -> Config:

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from experiments.configs import (
+    INPUT_SIZES,
     BatchSize,
     DatasetName,
     ExperimentConfig,
@@ -15,11 +16,13 @@ from experiments.configs import (
     TestSubset,
     TrainSubset,
     Width,
+    mlp_params,
 )
 
 NAME = "weight-trajectory"
 TITLE = "HW1-2 Optimization: the path of the weights during training, in 2-D"
 MAX_POINTS = 2000  # collected weight vectors, all held (on the CPU) for one PCA
+MAX_VALUES = 200_000_000  # points × parameters: 0.8 GB as float32, twice that in the PCA
 
 
 class Config(ExperimentConfig):
@@ -58,4 +61,8 @@ class Config(ExperimentConfig):
         if self.points > MAX_POINTS:
             raise ValueError(f"{self.points} collected points (events × collections), at most "
                              f"{MAX_POINTS}: fewer events or epochs, or a larger collect_every")
+        held = self.points * mlp_params(INPUT_SIZES[self.dataset], self.hidden, 10)
+        if held > MAX_VALUES:
+            raise ValueError(f"hidden: {held:,} weights held (points × parameters), at most "
+                             f"{MAX_VALUES:,}: narrower layers or fewer points")
         return self
