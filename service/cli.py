@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from experiments import registry
-from experiments.configs import build_config
+from experiments.configs import build_config, field_errors, one_line
 from experiments.stores import home
 from service.settings import Settings, settings
 
@@ -42,12 +42,6 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-def validation_message(error: ValidationError) -> str:
-    """One line per field: `key: reason`."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
-                     for e in error.errors())
-
-
 def make_config(name: str, preset: str | None, sets: Sequence[str]):
     try:
         entry = registry.get(name)
@@ -56,7 +50,7 @@ def make_config(name: str, preset: str | None, sets: Sequence[str]):
     try:
         return build_config(entry.config_cls, preset, parse_sets(sets))
     except ValidationError as error:
-        raise UsageError(f"--set {validation_message(error)}") from None
+        raise UsageError(f"--set {one_line(field_errors(error))}") from None
     except ValueError as error:
         raise UsageError(str(error)) from None
 

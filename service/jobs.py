@@ -25,7 +25,7 @@ from mlflow.utils.search_utils import SearchUtils
 from pydantic import ValidationError
 
 from experiments import registry
-from experiments.configs import ExperimentConfig, build_config
+from experiments.configs import ExperimentConfig, build_config, field_errors, one_line
 from experiments.tracking import create_job_run, set_status
 from service.queue import JobQueue
 from service.settings import Settings
@@ -59,8 +59,7 @@ class JobError(Exception):
         super().__init__(message)
         self.message = message
         self.errors = errors or ([{"field": field, "reason": message}] if field else [])
-        self.detail = message if field or not errors else f"{message}: " + "; ".join(
-            f"{e['field']}: {e['reason']}" for e in errors)
+        self.detail = message if field or not errors else f"{message}: {one_line(errors)}"
 
 
 class NotFound(JobError):
@@ -86,13 +85,6 @@ def finite(value: Any) -> Any:
     return value
 
 
-def field_errors(error: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as [{field, reason}]; the offending input is not echoed (it may be huge,
-    or not JSON at all, like inf)."""
-    return [{"field": ".".join(map(str, e["loc"])) or "config", "reason": e["msg"]}
-            for e in error.errors()]
-
-
 def experiment(name: str) -> registry.Entry:
     """The catalog entry; NotFound (404) listing the known names."""
     try:
@@ -106,14 +98,12 @@ def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
     entry = experiment(name)
     values = dict(body)
     preset = values.pop("preset", None)
-    if preset is not None and (not isinstance(preset, str) or preset not in entry.presets):
-        raise InvalidConfig("invalid config", [{
-            "field": "preset",
-            "reason": f"unknown preset {preset!r}; known: {', '.join(entry.presets) or 'none'}"}])
     try:
         config = build_config(entry.config_cls, preset, values)
     except ValidationError as error:
         raise InvalidConfig("invalid config", field_errors(error)) from None
+    except ValueError as error:  # the preset, checked before the fields
+        raise InvalidConfig("invalid config", [{"field": "preset", "reason": str(error)}]) from None
     if len(config.model_dump_json()) > MAX_TAG_CHARS:
         raise InvalidConfig("invalid config",
                             [{"field": "config", "reason": "too large to record"}])

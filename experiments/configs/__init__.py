@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 OptimizerName = Literal["sgd", "momentum", "adam", "rmsprop"]
@@ -103,13 +111,25 @@ class DynamicsConfig(ExperimentConfig):
     test_subset: TestSubset | None = None
 
 
+def field_errors(error: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as [{field, reason}]; the offending input is not echoed (it may be huge,
+    or not JSON at all, like inf)."""
+    return [{"field": ".".join(map(str, e["loc"])) or "config", "reason": e["msg"]}
+            for e in error.errors()]
+
+
+def one_line(errors: list[dict[str, str]]) -> str:
+    """[{field, reason}] as `field: reason; …`: what the CLI prints and the API's `detail`."""
+    return "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+
+
 def build_config(cls: type[ExperimentConfig], preset: str | None = None,
                  overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Defaults, then the preset's values, then the caller's overrides — validated once."""
     values: dict[str, Any] = {}
     if preset is not None:
-        if preset not in cls.PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; known: {sorted(cls.PRESETS)}")
+        if not isinstance(preset, str) or preset not in cls.PRESETS:  # a request may send [1]
+            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(cls.PRESETS) or 'none'}")
         values.update(cls.PRESETS[preset])
     values.update(overrides or {})
     return cls.model_validate(values)
