@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from experiments import registry
 from experiments.configs import ExperimentConfig, build_config, field_errors, one_line
 from experiments.tracking import create_job_run, set_status
-from service.queue import JobQueue
+from service.queue import JobQueue, QueueUnavailable
 from service.settings import Settings
 
 log = logging.getLogger("phenolab.jobs")
@@ -111,12 +111,20 @@ def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
 
 
 def submit(mlflow: MlflowClient, queue: JobQueue, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Validate, create the SCHEDULED run (the job record), enqueue its id."""
+    """Validate, create the SCHEDULED run (the job record), enqueue its id. With the queue
+    down the job is still accepted: its record is kept, and the sweep enqueues it once the
+    queue is back (`queued: false` says so; a client retrying would submit it twice)."""
     config = validate(name, body)
     run_id = create_job_run(name, config, mlflow, tags={
         CONFIG: config.model_dump_json(), ATTEMPT: "1"})
-    queue.enqueue(run_id, 1)
-    return {"id": run_id, "experiment": name, "status": "SCHEDULED"}
+    job = {"id": run_id, "experiment": name, "status": "SCHEDULED", "queued": True}
+    try:
+        queue.enqueue(run_id, 1)
+    except QueueUnavailable as error:
+        log.warning("job %s recorded but not queued (%s); the sweep will enqueue it", run_id, error)
+        job.update(queued=False, note="the queue is unreachable: the job is recorded and is "
+                                      "enqueued when the queue is back")
+    return job
 
 
 def load(mlflow: MlflowClient, run_id: str) -> Run:

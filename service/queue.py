@@ -10,17 +10,23 @@ The queue's key/value store also keeps one "last seen" entry per worker slot for
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.api import Task
+from redis.exceptions import RedisError
 
 from service.settings import Settings
 
 WORKER_KEY = "phenolab.worker."
 FORGET_WORKERS_AFTER = 3600.0
+
+
+class QueueUnavailable(RuntimeError):
+    """The queue's backend (Redis, the SQLite file) could not be reached."""
 
 
 def make_huey(url: str, name: str) -> Huey:
@@ -52,7 +58,10 @@ class JobQueue:
         return "redis" if isinstance(self.huey, RedisHuey) else "sqlite"
 
     def enqueue(self, run_id: str, attempt: int = 1) -> None:
-        self.huey.enqueue(self.task.s(run_id, attempt))
+        try:
+            self.huey.enqueue(self.task.s(run_id, attempt))
+        except (RedisError, sqlite3.Error) as error:
+            raise QueueUnavailable(f"{type(error).__name__}: {error}") from error
 
     def take(self) -> Task | None:
         """The next message, removed from the queue (blocks ~1 s on Redis), or None."""

@@ -127,6 +127,21 @@ def test_killed_worker_and_restarted_api_lose_no_job(working: Lab) -> None:
     assert working.wait(lost, "KILLED", "FAILED", timeout=30)["status"] == "KILLED"
 
 
+def test_a_job_submitted_while_the_queue_is_down_is_kept_and_enqueued_by_the_sweep(
+        store: str, tmp_path: Path) -> None:
+    mlflow = client()
+    down = JobQueue(Settings(queue_url="redis://127.0.0.1:1/0"))  # nothing listens on port 1
+    job = jobs.submit(mlflow, down, "function-fit", TINY)
+    assert job["status"] == "SCHEDULED" and job["queued"] is False and "queue" in job["note"]
+    assert mlflow.get_run(job["id"]).info.status == "SCHEDULED"  # the record is kept
+    s = Settings(queue_url=f"sqlite:///{tmp_path / 'queue.db'}", stale_seconds=30)
+    back = JobQueue(s)
+    assert jobs.sweep(mlflow, back, s)["enqueued"] == 0  # not stale yet
+    mlflow.set_tag(job["id"], jobs.HEARTBEAT, str(time.time() - 60))
+    assert jobs.sweep(mlflow, back, s)["enqueued"] == 1
+    assert back.pending_run_ids() == {job["id"]}
+
+
 def test_sweep_requeues_a_stale_job_once_then_fails_it(store: str, tmp_path: Path) -> None:
     s = Settings(queue_url=f"sqlite:///{tmp_path / 'queue.db'}", stale_seconds=30, max_attempts=2)
     mlflow, queue = client(), JobQueue(s)
