@@ -256,7 +256,6 @@ class FlatLayout:
     def __init__(self, module: nn.Module) -> None:
         self.names = [name for name, _ in module.named_parameters()]
         self.shapes = [p.shape for _, p in module.named_parameters()]
-        self.size = sum(p.numel() for p in module.parameters())
 
     def flatten(self, params: Params) -> Tensor:
         """{name: tensor} → θ [..., P]; leading dimensions (a stack of models) are kept."""

@@ -42,25 +42,6 @@ def lines(series: Series, *, xlabel: str, ylabel: str, title: str, logy: bool = 
     return fig
 
 
-def train_test_panels(series: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
-                      *, metric: str, xlabel: str = "epoch", logy: bool = False,
-                      title: str = "") -> Figure:
-    """Two panels, train and test: `series[variant][split] = (x, y)` of one metric."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, split in zip(axes, ("train", "test")):
-        for variant, by_split in series.items():
-            if split in by_split:
-                ax.plot(*by_split[split], label=variant, linewidth=1.4)
-        ax.set(xlabel=xlabel, ylabel=metric, title=f"{split} {metric}")
-        if logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def predictions(x: Sequence[float], truth: Sequence[float],
                 predicted: Mapping[str, Sequence[float]], *, title: str) -> Figure:
     """Ground truth against each model's prediction on the input domain."""
@@ -106,12 +87,13 @@ def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]],
 
 def panels(grid: Mapping[str, Series], *, xlabel: str, ylabel: str, title: str,
            logy: bool = False, logx: bool = False, columns: int = 3,
-           marker: str | None = None) -> Figure:
-    """`lines`-style panels in a grid, one per key of `grid` (e.g. one per layer), each with
-    one curve per label; the labels keep their colour across panels."""
+           marker: str | None = None, sharey: bool = False) -> Figure:
+    """`lines`-style panels in a grid, one per key of `grid` (e.g. one per layer, or train and
+    test), each with one curve per label; the labels keep their colour across panels."""
     rows = -(-len(grid) // columns)
     cols = min(columns, len(grid))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False,
+                             sharey=sharey)
     for ax, (name, series) in zip(axes.flat, grid.items()):
         for label, (x, y) in series.items():
             ax.plot(x, y, label=label, linewidth=1.3, marker=marker)

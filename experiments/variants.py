@@ -111,7 +111,8 @@ def log_train_test_figures(tracker: Tracker, outcomes: Sequence[Outcome], *, tit
     `{metric}`."""
     name = label or (lambda o: o.variant.name)
     for metric, figure, logy in (("loss", "loss", True), ("acc", "accuracy", False)):
-        curves = {name(o): {split: o.series(f"{split}_{metric}") for split in ("train", "test")}
-                  for o in outcomes}
-        tracker.figure(plots.train_test_panels(curves, metric=metric, xlabel=xlabel, logy=logy,
-                                               title=title.format(metric=metric)), figure + suffix)
+        grid = {f"{split} {metric}": {name(o): o.series(f"{split}_{metric}") for o in outcomes}
+                for split in ("train", "test")}
+        tracker.figure(plots.panels(grid, xlabel=xlabel, ylabel=metric, logy=logy, columns=2,
+                                    sharey=True, title=title.format(metric=metric)),
+                       figure + suffix)

@@ -105,7 +105,7 @@ def test_flat_loss_and_hessian_of_a_line_fit_are_the_closed_form_mse_ones() -> N
     line = mlp(1, [], 1).double()
     layout = measures.FlatLayout(line)
     theta = torch.tensor([0.5, 2.0], dtype=torch.float64)
-    assert layout.size == 2
+    assert layout.names == ["1.weight", "1.bias"]  # θ = (w, b)
     torch.testing.assert_close(layout.flatten(layout.unflatten(theta)), theta)
     loss = measures.flat_loss(line, data, "mse")
     torch.testing.assert_close(loss(theta), (0.5 * x + 2.0 - data.y).pow(2).mean())
