@@ -20,7 +20,7 @@ from experiments.configs import build_config, field_errors, one_line
 from experiments.stores import home
 from service.settings import Settings, settings
 
-EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 3}
+EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 3, "WAITING": 4}
 
 
 class UsageError(Exception):
@@ -193,16 +193,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
                   f"  {job['links']['mlflow']}")
             if not args.wait:
                 return 0
-            status = follow(http, job["id"], args.name)
+            status = follow(http, job["id"], args.name, args.timeout)
         except httpx.HTTPError as error:
             raise UsageError(f"API at {http.base_url}: {error}") from None
     print(f"job {job['id']} {status}")
     return EXIT_CODES.get(status, 1)
 
 
-def follow(http, job_id: str, name: str) -> str:
+def follow(http, job_id: str, name: str, timeout: float | None = None) -> str:
     """Poll the job once a second, drawing its progress with the bar of `phenolab run`, until
-    it ends."""
+    it ends, or `timeout` seconds passed ("WAITING": no worker may be running)."""
     from dataclasses import fields
 
     from tqdm import tqdm
@@ -210,6 +210,7 @@ def follow(http, job_id: str, name: str) -> str:
     from experiments.context import Progress
     from service.progress import ProgressBar
 
+    deadline = None if timeout is None else time.monotonic() + timeout
     with ProgressBar(name) as bar:
         while True:
             response = http.get(f"/jobs/{job_id}")
@@ -221,7 +222,11 @@ def follow(http, job_id: str, name: str) -> str:
                 if job.get("error"):
                     tqdm.write(f"error: {job['error']}", file=sys.stderr)
                 return job["status"]
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             time.sleep(1.0)
+    tqdm.write(f"still {job['status']} after {timeout:g} s: is a worker running?", file=sys.stderr)
+    return "WAITING"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -256,6 +261,8 @@ def parser() -> argparse.ArgumentParser:
                         help="override a config field (JSON values: 3, 0.1, [1,2], true)")
     submit.add_argument("--wait", action="store_true",
                         help="follow the job; exit 0 FINISHED, 1 FAILED, 3 KILLED")
+    submit.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="with --wait: stop following after this long (exit 4)")
     submit.add_argument("--url", help="API URL (default PHENOLAB_API_URL or the local one)")
     submit.add_argument("--token", help="bearer token (default PHENOLAB_API_TOKEN)")
     submit.set_defaults(func=cmd_submit)

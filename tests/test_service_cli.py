@@ -114,6 +114,14 @@ def test_submit_wait_exits_by_the_final_status(served: Served) -> None:
     assert waiting.returncode == 3, err
     assert out.strip().endswith(f"job {job['id']} KILLED")
 
+    # LONG's tiny fit plateaus and would converge in seconds: no convergence stop this time
+    gave_up = served.phenolab("submit", "function-fit", *sets, "--set", "converge_patience=100000",
+                              "--wait", "--timeout", "2")
+    assert gave_up.returncode == 4, gave_up.stderr
+    assert gave_up.stdout.strip().endswith("WAITING") and "is a worker running?" in gave_up.stderr
+    long_id = gave_up.stdout.split()[1]
+    assert served.http.post(f"/jobs/{long_id}/cancel").status_code == 202  # free the slot
+
 
 def test_ctrl_c_stops_every_process_serve_started(served: Served) -> None:
     members = group_members(served.proc.pid)
