@@ -261,15 +261,19 @@ class Supervisor:
         self.started[index] = time.monotonic()
 
     def recover(self, index: int, proc: subprocess.Popen) -> None:
-        """A child died: its RUNNING job is re-queued now rather than after the stale time."""
+        """A child died: its RUNNING job is re-queued now rather than after the stale time
+        (if this fails, the API's sweep re-queues it after the stale time)."""
         dead = worker_id(index, proc.pid)
-        mlflow = client(self.settings.tracking_uri)
-        queue = JobQueue(self.settings)
-        running, _ = jobs.search(mlflow, status="RUNNING", limit=1000)
-        for run in running:
-            if run.data.tags.get(jobs.WORKER) == dead:
-                jobs.requeue(mlflow, queue, run, f"worker {dead} died (exit {proc.returncode})",
-                             self.settings.max_attempts)
+        try:
+            mlflow = client(self.settings.tracking_uri)
+            queue = JobQueue(self.settings)
+            running, _ = jobs.search(mlflow, status="RUNNING", limit=1000)
+            for run in running:
+                if run.data.tags.get(jobs.WORKER) == dead:
+                    jobs.requeue(mlflow, queue, run, f"worker {dead} died (exit {proc.returncode})",
+                                 self.settings.max_attempts)
+        except Exception as error:
+            log.warning("could not re-queue the job of slot %d: %s", index, error)
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -287,10 +291,9 @@ class Supervisor:
                 delay = self.delays[index] = respawn_delay(self.delays.get(index), lived)
                 log.warning("worker slot %d (pid %d) exited with %s after %.0f s; restarting in "
                             "%.0f s", index, proc.pid, proc.returncode, lived, delay)
-                try:
-                    self.recover(index, proc)
-                except Exception as error:  # the API's sweep will catch it later
-                    log.warning("could not re-queue the job of slot %d: %s", index, error)
+                # off this loop: a store that is down retries for minutes, and meanwhile the
+                # other slots and a stop request must still be handled
+                threading.Thread(target=self.recover, args=(index, proc), daemon=True).start()
                 self.due[index] = time.monotonic() + delay
             for index, due in list(self.due.items()):
                 if time.monotonic() >= due:
