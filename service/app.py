@@ -135,8 +135,11 @@ async def submit(name: str, request: Request) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise jobs.InvalidConfig("invalid request", [
             {"field": "body", "reason": f"expected a JSON object, got {type(config).__name__}"}])
-    job = await asyncio.to_thread(jobs.submit, lab_.mlflow, lab_.queue, name, config)
-    return {**job, "links": links(request, lab_, job["id"], lab_.experiment_id(name))}
+    def record() -> tuple[dict[str, Any], str]:  # store calls, off the event loop
+        return jobs.submit(lab_.mlflow, lab_.queue, name, config), lab_.experiment_id(name)
+
+    job, experiment_id = await asyncio.to_thread(record)
+    return {**job, "links": links(request, lab_, job["id"], experiment_id)}
 
 
 @routes.get("/jobs", summary="Jobs, newest first")
