@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sqlalchemy import event
@@ -30,6 +30,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 FLUSH_SECONDS = 2.0
+EXPERIMENT_TAG = "phenolab.experiment"  # on every run: the catalog name of its experiment
+VARIANT_TAG = "phenolab.variant"  # on a child: the variant it trained
+ERROR_TAG = "phenolab.error"  # on a failed or cancelled parent: the error message
 
 
 def artifact_root(uri: str) -> str | None:
@@ -73,26 +76,17 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
         return found.experiment_id
 
 
-def create_job_run(name: str, config: ExperimentConfig, mlflow: MlflowClient | None = None,
-                   tags: Mapping[str, str] | None = None) -> str:
-    """Create the parent run of a job before it runs (status SCHEDULED), params included."""
-    mlflow = mlflow or client()
+def create_parent_run(mlflow: MlflowClient, name: str, config: ExperimentConfig,
+                      tags: Mapping[str, str] | None = None) -> str:
+    """Create the parent run of one experiment (MLflow's status RUNNING), its config as params.
+    Whoever runs experiments as jobs adds its own tags (and status) through `tags`."""
     run = mlflow.create_run(
         experiment_id(mlflow, name),
         run_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={"phenolab.experiment": name, "phenolab.kind": "job", **(tags or {})},
+        tags={EXPERIMENT_TAG: name, **(tags or {})},
     )
-    run_id = run.info.run_id
-    log_params(mlflow, run_id, flatten(config))
-    set_status(mlflow, run_id, "SCHEDULED")
-    return run_id
-
-
-def set_status(mlflow: MlflowClient, run_id: str, status: str) -> None:
-    """`MlflowClient.update_run(run_id, status)` without the whole-run read it does first (tags,
-    params, metrics, inputs): one write. A fifth of the cost of submitting a job on SQLite."""
-    mlflow._tracking_client.store.update_run_info(
-        run_id, RunStatus.from_string(status), end_time=None, run_name=None)
+    log_params(mlflow, run.info.run_id, flatten(config))
+    return run.info.run_id
 
 
 def log_params(mlflow: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
@@ -216,16 +210,16 @@ class Tracker(Run):
     @classmethod
     def open(cls, name: str, config: ExperimentConfig, run_id: str | None = None,
              uri: str | None = None) -> Tracker:
-        """Resume the job's run (created by the API), or create one for a foreground run."""
+        """Resume the run `run_id` (a job's, created by the service), or create one."""
         mlflow = client(uri)
         if run_id is None:
-            run_id = create_job_run(name, config, mlflow)
+            run_id = create_parent_run(mlflow, name, config)
         return cls(mlflow, run_id, name)
 
     def start(self, device: str, seed: int) -> None:
+        """The environment the run trains in, as tags."""
         import torch
 
-        set_status(self.mlflow, self.run_id, "RUNNING")
         self.tags({"torch_version": torch.__version__, "device": device, "seed": seed,
                    "git_revision": git_revision(), "python_version": platform.python_version(),
                    "host": platform.node()})
@@ -235,7 +229,7 @@ class Tracker(Run):
         run = self.mlflow.create_run(
             self.experiment_id, run_name=name,
             tags={MLFLOW_PARENT_RUN_ID: self.run_id, MLFLOW_RUN_NAME: name,
-                  "phenolab.experiment": self.experiment, "phenolab.variant": name})
+                  EXPERIMENT_TAG: self.experiment, VARIANT_TAG: name})
         child = Run(self.mlflow, run.info.run_id)
         child.params(params)
         self.children.append(child)
@@ -246,7 +240,7 @@ class Tracker(Run):
         message = f"{type(error).__name__}: {error}"
         for child in self.children:
             child.end(status)
-        self.tags({"phenolab.error": message[:5000]})
+        self.tags({ERROR_TAG: message[:5000]})
         text = "".join(traceback.format_exception(error))
         self.artifacts({"traceback.txt": text}, "errors")
         self.end(status)

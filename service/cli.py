@@ -59,18 +59,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = make_config(args.name, args.preset, args.set)
     from experiments.context import Cancelled, RunContext
     from experiments.runner import run_experiment
+    from experiments.tracking import client
+    from service import jobs
     from service.progress import ProgressBar
 
+    mlflow = client()
+    run_id = jobs.create(mlflow, args.name, config, status="RUNNING")  # a job, run in the foreground
     with ProgressBar(args.name) as bar:
         ctx = RunContext(on_progress=bar.update)
         try:
-            run_id = run_experiment(args.name, config, ctx=ctx)
+            run_experiment(args.name, config, run_id=run_id, ctx=ctx)
         except Cancelled as stop:
             print(f"cancelled: {stop}", file=sys.stderr)
             return 130
-    from experiments.tracking import client
-
-    run = client().get_run(run_id)
+    run = mlflow.get_run(run_id)
     print(f"MLflow run: {run_id} ({run.info.status})")
     print(f"open it:    phenolab ui   →  {settings().run_link(run.info.experiment_id, run_id)}")
     return 0

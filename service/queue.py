@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +41,27 @@ def make_huey(url: str, name: str) -> Huey:
     raise ValueError(f"PHENOLAB_QUEUE_URL {url!r}: expected redis://… or sqlite:///…")
 
 
-def _run_job(run_id: str, attempt: int) -> None:
-    """The Huey task: run the job in whatever process consumes it (normally a worker slot)."""
-    from service.worker import run_job
+Handler = Callable[[str, int], None]  # (run_id, attempt) → runs that attempt of the job
+TASK_NAME = "phenolab.run_job"
 
-    run_job(run_id, attempt)
+
+def _enqueue_only(run_id: str, attempt: int) -> None:
+    raise RuntimeError(f"this process only enqueues jobs; it cannot run {run_id} (attempt {attempt})")
 
 
 class JobQueue:
-    def __init__(self, settings: Settings) -> None:
+    """The queue of job messages. `handler` runs a taken message: a worker slot passes its own;
+    the API, which only enqueues, passes none."""
+
+    def __init__(self, settings: Settings, handler: Handler | None = None) -> None:
         self.url = settings.queue
         self.huey = make_huey(self.url, settings.queue_name)
-        self.task = self.huey.task(name="phenolab.run_job")(_run_job)
+        run = handler or _enqueue_only
+
+        def run_job(run_id: str, attempt: int) -> None:  # one task, whoever's handler: Huey
+            run(run_id, attempt)  # names a task by the module and name of its function
+
+        self.task = self.huey.task(name=TASK_NAME)(run_job)
 
     @property
     def backend(self) -> str:

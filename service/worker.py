@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import functools
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from typing import Any
 
 from mlflow.entities import RunTag
 
-from experiments.tracking import client, set_status
+from experiments.tracking import client
 from service import jobs
 from service.queue import JobQueue
 from service.settings import Settings, settings
@@ -86,25 +87,17 @@ def worker_id(slot: int, pid: int) -> str:
 
 @dataclass
 class Slot:
-    """The identity and stop flag of the process consuming the queue."""
+    """The identity, queue and stop flag of the process consuming the queue; the queue runs
+    each message it takes as `run_job(this slot, …)`."""
 
     id: str
-    queue: JobQueue
     settings: Settings
     stop: threading.Event = field(default_factory=threading.Event)
     gpu: str | None = None
+    queue: JobQueue = field(init=False)
 
-
-_slot: Slot | None = None
-
-
-def current_slot() -> Slot:
-    """This process's slot; a plain Huey consumer gets a default one on first use."""
-    global _slot
-    if _slot is None:
-        s = settings()
-        _slot = Slot(worker_id(0, os.getpid()), JobQueue(s), s)
-    return _slot
+    def __post_init__(self) -> None:
+        self.queue = JobQueue(self.settings, handler=functools.partial(run_job, self))
 
 
 class Heartbeat(threading.Thread):
@@ -148,16 +141,14 @@ class Heartbeat(threading.Thread):
         self.beat()
 
 
-def run_job(run_id: str, attempt: int) -> None:
-    """Run one queued job in this process, unless it was cancelled, already taken, or
+def run_job(slot: Slot, run_id: str, attempt: int) -> None:
+    """Run one queued job in this slot's process, unless it was cancelled, already taken, or
     superseded by a later attempt."""
     from experiments import registry
     from experiments.configs import build_config
     from experiments.context import Cancelled, RunContext
     from experiments.runner import run_experiment
-    from experiments.tracking import Tracker
 
-    slot = current_slot()
     mlflow = client(slot.settings.tracking_uri)
     try:
         run = jobs.load(mlflow, run_id)
@@ -176,12 +167,9 @@ def run_job(run_id: str, attempt: int) -> None:
     try:
         config = build_config(registry.get(name).config_cls, None, json.loads(tags[jobs.CONFIG]))
     except Exception as error:  # e.g. this worker's code lacks the experiment
-        Tracker(mlflow, run_id, name).fail(error)
+        jobs.fail(mlflow, run_id, f"{type(error).__name__}: {error}")
         return
-    now = str(time.time())
-    mlflow.log_batch(run_id, tags=[RunTag(jobs.WORKER, slot.id), RunTag(jobs.STARTED, now),
-                                   RunTag(jobs.HEARTBEAT, now)])
-    set_status(mlflow, run_id, "RUNNING")
+    jobs.start(mlflow, run_id, slot.id)
     log.info("job %s (%s, attempt %d) started", run_id, name, attempt)
     beat = Heartbeat(run_id, slot)
     ctx = RunContext(on_progress=beat.on_progress, cancelled=beat.cancelled)
@@ -212,10 +200,9 @@ def free_device_memory() -> None:
 
 def serve_slot(slot_index: int) -> None:
     """The child's loop: take a job, run it, repeat, until SIGTERM/SIGINT."""
-    global _slot
     s = settings()
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
-    _slot = slot = Slot(worker_id(slot_index, os.getpid()), JobQueue(s), s, gpu=gpu)
+    slot = Slot(worker_id(slot_index, os.getpid()), s, gpu=gpu)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: slot.stop.set())
     import experiments.runner  # noqa: F401  (torch and the experiments, before the first job)
@@ -326,7 +313,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # run the imported module, so the Huey task sees this slot's state
-    from service.worker import main as slot_main
-
-    sys.exit(slot_main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -178,20 +178,17 @@ def test_sweep_requeues_a_stale_job_once_then_fails_it(store: str, tmp_path: Pat
     assert queue.pending_run_ids() == {fresh}
 
 
-def test_worker_skips_messages_of_superseded_attempts(store: str, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PHENOLAB_QUEUE_URL", f"sqlite:///{tmp_path / 'queue.db'}")
+def test_worker_skips_messages_of_superseded_attempts(store: str, tmp_path: Path) -> None:
     from service import worker
 
-    monkeypatch.setattr(worker, "_slot", None)
-    worker.settings.cache_clear()
+    s = Settings(queue_url=f"sqlite:///{tmp_path / 'queue.db'}")
+    slot = worker.Slot("host/slot0/pid1", s)
     mlflow = client()
-    job_id = jobs.submit(mlflow, JobQueue(Settings()), "function-fit", TINY)["id"]
+    job_id = jobs.submit(mlflow, slot.queue, "function-fit", TINY)["id"]
     mlflow.set_tag(job_id, jobs.ATTEMPT, "2")
-    worker.run_job(job_id, 1)
+    worker.run_job(slot, job_id, 1)
     run = mlflow.get_run(job_id)
     assert run.info.status == "SCHEDULED" and jobs.WORKER not in run.data.tags
-    worker.settings.cache_clear()
 
 
 def test_slots_come_from_gpus_and_jobs_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
