@@ -25,9 +25,9 @@ from timing import timed
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from experiments.data import data_dir, load_dataset
-from experiments.models import count_params, mlp
-from experiments.train import TrainSpec, seeded, train
+from experiments.core.data import data_dir, load_dataset
+from experiments.core.models import count_params, mlp
+from experiments.core.train import TrainSpec, seeded, train
 
 HIDDEN = [256, 256, 256]
 LR = 0.01

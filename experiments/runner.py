@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from experiments import registry
-from experiments.configs import ExperimentConfig, build_config
-from experiments.context import Cancelled, RunContext
+from experiments import catalog
+from experiments.core.config import ExperimentConfig, build_config
+from experiments.core.context import Cancelled, RunContext
 from experiments.tracking import Tracker
 
 
@@ -28,7 +28,7 @@ def run_experiment(name: str, config: ExperimentConfig | Mapping[str, Any] | Non
     """Validate the config, open (or resume) the job's MLflow run, run the experiment, and end
     the run FINISHED, KILLED (cancelled) or FAILED (error tag + traceback artifact, re-raised).
     Returns the parent run id."""
-    entry = registry.get(name)
+    entry = catalog.get(name)
     if not isinstance(config, ExperimentConfig):
         config = build_config(entry.config_cls, preset, dict(config or {}))
     ctx = ctx or RunContext()

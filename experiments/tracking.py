@@ -23,7 +23,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from experiments.configs import ExperimentConfig, flatten
+from experiments.core.config import ExperimentConfig, flatten
 from experiments.stores import home, tracking_uri
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mlflow.exceptions import MlflowException
 from starlette.exceptions import HTTPException
 
-from experiments import registry
+from experiments import catalog
 from experiments.tracking import client
 from service import jobs
 from service.queue import JobQueue
@@ -104,7 +104,7 @@ def links(request: Request, lab_: Lab, run_id: str, experiment_id: str | None) -
 
 @routes.get("/experiments", summary="The catalog: every experiment with its config schema")
 def list_experiments() -> list[dict[str, Any]]:
-    return [entry.describe() for entry in registry.entries().values()]
+    return [entry.describe() for entry in catalog.entries().values()]
 
 
 @routes.get("/experiments/{name}", summary="One experiment: description, schema, presets")

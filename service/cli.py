@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from experiments import registry
-from experiments.configs import build_config, field_errors, one_line
+from experiments import catalog
+from experiments.core.config import build_config, field_errors, one_line
 from experiments.stores import home
 from service.settings import Settings, settings
 
@@ -44,8 +44,8 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
 
 def make_config(name: str, preset: str | None, sets: Sequence[str]):
     try:
-        entry = registry.get(name)
-    except registry.UnknownExperiment as error:
+        entry = catalog.get(name)
+    except catalog.UnknownExperiment as error:
         raise UsageError(str(error)) from None
     try:
         return build_config(entry.config_cls, preset, parse_sets(sets))
@@ -57,7 +57,7 @@ def make_config(name: str, preset: str | None, sets: Sequence[str]):
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = make_config(args.name, args.preset, args.set)
-    from experiments.context import Cancelled, RunContext
+    from experiments.core.context import Cancelled, RunContext
     from experiments.runner import run_experiment
     from experiments.tracking import client
     from service import jobs
@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    entries = registry.entries().values()
+    entries = catalog.entries().values()
     if args.json:
         print(json.dumps([e.describe() for e in entries], indent=2))
         return 0
@@ -209,7 +209,7 @@ def follow(http, job_id: str, name: str, timeout: float | None = None) -> str:
 
     from tqdm import tqdm
 
-    from experiments.context import Progress
+    from experiments.core.context import Progress
     from service.progress import ProgressBar
 
     deadline = None if timeout is None else time.monotonic() + timeout

@@ -24,8 +24,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.search_utils import SearchUtils
 from pydantic import ValidationError
 
-from experiments import registry
-from experiments.configs import ExperimentConfig, build_config, field_errors, one_line
+from experiments import catalog
+from experiments.core.config import ExperimentConfig, build_config, field_errors, one_line
 from experiments.tracking import ERROR_TAG, EXPERIMENT_TAG, create_parent_run
 from service.queue import JobQueue, QueueUnavailable
 from service.settings import Settings
@@ -86,11 +86,11 @@ def finite(value: Any) -> Any:
     return value
 
 
-def experiment(name: str) -> registry.Entry:
+def experiment(name: str) -> catalog.Entry:
     """The catalog entry; NotFound (404) listing the known names."""
     try:
-        return registry.get(name)
-    except registry.UnknownExperiment as error:
+        return catalog.get(name)
+    except catalog.UnknownExperiment as error:
         raise NotFound(str(error), field="name") from None
 
 
@@ -232,8 +232,8 @@ def search(mlflow: MlflowClient, status: str | None = None, experiment: str | No
     """Jobs, newest first (or oldest first), optionally of one status and/or one experiment;
     paginated."""
     if experiment is not None:
-        if experiment not in registry.entries():
-            raise NotFound(str(registry.UnknownExperiment(experiment)), field="experiment")
+        if experiment not in catalog.entries():
+            raise NotFound(str(catalog.UnknownExperiment(experiment)), field="experiment")
         found = mlflow.get_experiment_by_name(experiment)
         ids = [found.experiment_id] if found else []
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
-from experiments.context import Progress
+from experiments.core.context import Progress
 
 
 class ProgressBar:

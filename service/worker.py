@@ -144,9 +144,9 @@ class Heartbeat(threading.Thread):
 def run_job(slot: Slot, run_id: str, attempt: int) -> None:
     """Run one queued job in this slot's process, unless it was cancelled, already taken, or
     superseded by a later attempt."""
-    from experiments import registry
-    from experiments.configs import build_config
-    from experiments.context import Cancelled, RunContext
+    from experiments import catalog
+    from experiments.core.config import build_config
+    from experiments.core.context import Cancelled, RunContext
     from experiments.runner import run_experiment
 
     mlflow = client(slot.settings.tracking_uri)
@@ -165,7 +165,7 @@ def run_job(slot: Slot, run_id: str, attempt: int) -> None:
         return
     name = tags[jobs.EXPERIMENT]
     try:
-        config = build_config(registry.get(name).config_cls, None, json.loads(tags[jobs.CONFIG]))
+        config = build_config(catalog.get(name).config_cls, None, json.loads(tags[jobs.CONFIG]))
     except Exception as error:  # e.g. this worker's code lacks the experiment
         jobs.fail(mlflow, run_id, f"{type(error).__name__}: {error}")
         return

@@ -13,11 +13,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import experiments
-from experiments import registry
-from experiments.configs import build_config, flatten
-from experiments.data import DatasetUnavailable, Split, load_dataset, target_function
-from experiments.models import cnn, cnn_features, count_params, mlp, mlp_params, widths_for_budget
-from experiments.train import TrainSpec, seeded, train
+from experiments import catalog
+from experiments.core.config import build_config, flatten
+from experiments.core.data import DatasetUnavailable, Split, load_dataset, target_function
+from experiments.core.models import cnn, cnn_features, count_params, mlp, mlp_params, widths_for_budget
+from experiments.core.train import TrainSpec, seeded, train
 
 
 @pytest.mark.parametrize("budget", [300, 571, 2_000, 50_000, 400_000])
@@ -170,7 +170,7 @@ def test_cifar10_reads_its_own_format(tmp_path, monkeypatch) -> None:
 
 
 def test_configs_are_bounded_and_flatten() -> None:
-    cls = registry.get("function-fit").config_cls
+    cls = catalog.get("function-fit").config_cls
     config = build_config(cls, "quick", {"epochs": 7})
     assert config.epochs == 7 and config.n_points == 256
     assert flatten(config)["domain"] == [0.0, 1.0]

@@ -15,13 +15,13 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 
 import experiments
-from experiments import measures
-from experiments.data import Split, load_dataset
-from experiments.early_stopping import EarlyStopping, holdout
-from experiments.models import initialize, mlp
-from experiments.registry import get
-from experiments.train import EvalEvent, ModelStack, TrainSpec, seeded, train
-from experiments.weight_init import movement
+from experiments.catalog import get
+from experiments.core import measures
+from experiments.core.data import Split, load_dataset
+from experiments.core.models import initialize, mlp
+from experiments.core.train import EvalEvent, ModelStack, TrainSpec, seeded, train
+from experiments.early_stopping.experiment import EarlyStopping, holdout
+from experiments.weight_init.experiment import movement
 
 TINY = {"train_subset": 400, "test_subset": 200, "hidden": [16]}
 

@@ -17,15 +17,15 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 
 import experiments
-from experiments import measures
-from experiments.configs import build_config
-from experiments.configs.interpolation import Config as InterpolationConfig
-from experiments.configs.param_count import Config as ParamCountConfig
-from experiments.configs.sensitivity import Config as SensitivityConfig
-from experiments.data import load_dataset
-from experiments.interpolation import alpha_grid
-from experiments.models import mlp, mlp_params
-from experiments.random_labels import shuffle_labels
+from experiments.core import measures
+from experiments.core.config import build_config
+from experiments.core.data import load_dataset
+from experiments.core.models import mlp, mlp_params
+from experiments.interpolation.config import Config as InterpolationConfig
+from experiments.interpolation.experiment import alpha_grid
+from experiments.param_count.config import Config as ParamCountConfig
+from experiments.random_labels.experiment import shuffle_labels
+from experiments.sensitivity.config import Config as SensitivityConfig
 
 TINY = {"train_subset": 300, "test_subset": 200, "epochs": 1, "hidden": [16]}
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments import measures
-from experiments.data import Split
+from experiments.core import measures
+from experiments.core.data import Split
 
 
 def softmax_regression(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

@@ -13,19 +13,19 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 import experiments
-from experiments import measures
-from experiments.context import RunContext
-from experiments.data import Split
-from experiments.minimal_ratio import (
+from experiments.core import measures
+from experiments.core.context import RunContext
+from experiments.core.data import Split
+from experiments.core.models import count_params, mlp
+from experiments.core.train import TrainSpec, intra_op_threads, seeded, train
+from experiments.minimal_ratio.experiment import (
     descend,
     levenberg_marquardt,
     minimize_grad_norm,
     newton,
     residual_functions,
 )
-from experiments.models import count_params, mlp
-from experiments.train import TrainSpec, intra_op_threads, seeded, train
-from experiments.weight_trajectory import first_layer
+from experiments.weight_trajectory.experiment import first_layer
 
 
 def quadratic(a: torch.Tensor, b: torch.Tensor):
@@ -119,7 +119,7 @@ def test_flat_loss_and_hessian_of_a_line_fit_are_the_closed_form_mse_ones() -> N
 def test_minimal_ratio_config_rejects_absurd_values() -> None:
     from pydantic import ValidationError
 
-    from experiments.configs.minimal_ratio import Config
+    from experiments.minimal_ratio.config import Config
 
     for bad in ({"methods": ["newton", "newton"]}, {"methods": []}, {"repetitions": 0},
                 {"repetitions": 10**6}, {"grad_threshold": 0.0}, {"samples": 1},
@@ -338,7 +338,7 @@ def test_weight_trajectory_keeps_snapshots_and_projects_all_points(store: str, m
 def test_weight_trajectory_config_counts_points_and_rejects_too_many() -> None:
     from pydantic import ValidationError
 
-    from experiments.configs.weight_trajectory import Config
+    from experiments.weight_trajectory.config import Config
 
     assert Config(**TINY_TRAJECTORY).points == 9  # 3 events × epochs 0, 2, 4
     assert Config(events=2, epochs=5, collect_every=2).points == 8  # epochs 0, 2, 4, 5
@@ -358,7 +358,7 @@ def test_gradient_norm_config_bounds_the_recorded_steps(field: str) -> None:
     """Every step is kept and logged: the bound is 100k, tighter than the shared `Steps`."""
     from pydantic import ValidationError
 
-    from experiments.configs.gradient_norm import Config
+    from experiments.gradient_norm.config import Config
 
     assert getattr(Config(**{field: 100_000}), field) == 100_000
     with pytest.raises(ValidationError, match="less than or equal to 100000"):

@@ -1,0 +1,1 @@
+"""Training dynamics: batch size."""

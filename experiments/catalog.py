@@ -1,0 +1,85 @@
+"""The catalog: experiment name → config class, title, description, and its run function.
+
+Found by convention: every folder `experiments/<package>/` other than `core/` is one experiment,
+with `config.py` (NAME, TITLE and Config: pydantic, no torch) and `experiment.py` (its
+`run(config, tracker, ctx)`, PyTorch). The code is imported only when a run starts, so the API
+lists and validates experiments without torch; a test walks the catalog and checks each
+experiment module runs the config next to it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import experiments
+from experiments.core.config import ExperimentConfig
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    title: str
+    config_cls: type[ExperimentConfig]
+    package: str  # experiments.<folder>: its config.py and experiment.py
+
+    @property
+    def description(self) -> str:
+        return " ".join((self.config_cls.__doc__ or "").split())
+
+    @property
+    def presets(self) -> dict[str, dict[str, Any]]:
+        return self.config_cls.PRESETS
+
+    def run_function(self) -> Callable[..., Any]:
+        return importlib.import_module(f"{self.package}.experiment").run
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON form shown by `phenolab list` and `GET /experiments`."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "defaults": self.config_cls().model_dump(mode="json"),
+            "presets": self.presets,
+            "schema": self.config_cls.model_json_schema(),
+        }
+
+
+class UnknownExperiment(KeyError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"unknown experiment {self.name!r}; known: {', '.join(names())}"
+
+
+NOT_EXPERIMENTS = {"core"}
+
+
+@cache
+def entries() -> dict[str, Entry]:
+    found: dict[str, Entry] = {}
+    for info in pkgutil.iter_modules(experiments.__path__):
+        if not info.ispkg or info.name in NOT_EXPERIMENTS:
+            continue
+        package = f"{experiments.__name__}.{info.name}"
+        module = importlib.import_module(f"{package}.config")
+        found[module.NAME] = Entry(module.NAME, module.TITLE, module.Config, package)
+    return dict(sorted(found.items()))
+
+
+def names() -> list[str]:
+    return list(entries())
+
+
+def get(name: str) -> Entry:
+    try:
+        return entries()[name]
+    except KeyError:
+        raise UnknownExperiment(name) from None

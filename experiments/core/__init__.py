@@ -1,0 +1,1 @@
+"""Core measures free of the experiment modules: the Hessian spectrum (`curvature`)."""

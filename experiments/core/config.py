@@ -1,0 +1,166 @@
+"""The base of every experiment config: pydantic models importable without torch.
+
+The API validates requests against the configs, so each experiment's `config.py` (built on
+the bases and field types here) stays apart from its PyTorch `experiment.py`. Every numeric
+field is bounded so that one request cannot take the server down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+OptimizerName = Literal["sgd", "momentum", "adam", "rmsprop"]
+DatasetName = Literal["mnist", "cifar10"]
+TargetName = Literal["sinc", "sign", "exp_sin2", "sin_linear", "five_sin"]
+ActivationName = Literal["relu", "tanh", "sigmoid"]
+
+Epochs = Annotated[int, Field(ge=1, le=100_000)]
+Steps = Annotated[int, Field(ge=1, le=1_000_000)]
+BatchSize = Annotated[int, Field(ge=1, le=100_000)]
+LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
+Width = Annotated[int, Field(ge=1, le=8192)]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+TrainSubset = Annotated[int, Field(ge=10, le=60_000, description="first N training examples")]
+TestSubset = Annotated[int, Field(ge=10, le=10_000, description="first N test examples")]
+
+
+INPUT_SIZES = {"mnist": 28 * 28, "cifar10": 3 * 32 * 32}  # flattened, for counting without torch
+
+
+def mlp_params(in_dim: int, hidden: Sequence[int], out_dim: int) -> int:
+    """Closed form of `count_params(mlp(...))` (weights and biases), without torch: configs
+    bound what a request may build."""
+    dims = [in_dim, *hidden, out_dim]
+    return sum((a + 1) * b for a, b in zip(dims, dims[1:]))
+
+
+def distinct(values: list[Any]) -> list[Any]:
+    """Reject repeated entries in a list of variants: each becomes one child run, by name."""
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"each value at most once (repeated: {', '.join(repeated)})")
+    return values
+
+
+Distinct = AfterValidator(distinct)
+
+
+class ExperimentConfig(BaseModel):
+    """Fields every experiment shares: the seed and the device."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    seed: Seed = Field(0, description="seed of every random choice")
+    device: DeviceName = Field("auto", description="auto = cuda when available, else cpu")
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Pydantic's lax mode reads `true` as 1 in a number field (`"seed": true` would run
+        seed 1); a boolean where no boolean is admitted is a mistake worth a 422."""
+        if _holds_bool(value) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("Input should be a number, not a boolean")
+        return value
+
+
+def _holds_bool(value: Any) -> bool:
+    """Whether a value, or any entry of its (nested) lists, is a boolean. A loop, not
+    recursion: a request may nest lists hundreds deep."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type accepts a boolean anywhere (bool itself, or a Literal of one)."""
+    if annotation is bool or isinstance(annotation, bool):
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation))
+
+
+class DynamicsConfig(ExperimentConfig):
+    """Fields of the training-dynamics experiments: an MLP on a dataset, trained for a budget
+    of optimizer steps (the course trained for fixed step counts)."""
+
+    dataset: DatasetName = "mnist"
+    hidden: list[Width] = Field(default_factory=lambda: [256, 256], min_length=1, max_length=8,
+                                description="hidden widths of the MLP")
+    optimizer: OptimizerName = "sgd"
+    steps: Steps = 3000
+    eval_every: Steps = Field(100, description="steps between evaluations")
+    train_subset: TrainSubset | None = None
+    test_subset: TestSubset | None = None
+
+
+class BatchSizeStudy(ExperimentConfig):
+    """One MLP trained once per batch size (`repeats` seeds each, trained together as a vmap
+    ensemble), same optimizer, learning rate and number of epochs for all."""
+
+    dataset: DatasetName = "mnist"
+    hidden: list[Width] = Field(default_factory=lambda: [256, 256, 256], min_length=1, max_length=8)
+    batch_sizes: Annotated[list[BatchSize], Distinct] = Field(
+        default_factory=lambda: [16, 64, 256, 1024, 4096], min_length=1, max_length=12)
+    repeats: int = Field(1, ge=1, le=8, description="seeds per batch size, trained together")
+    optimizer: OptimizerName = "adam"
+    lr: LearningRate = 1e-3
+    epochs: Epochs = 10
+    train_subset: TrainSubset | None = None
+    test_subset: TestSubset | None = None
+    measure_subset: TrainSubset = Field(
+        10_000, description="first N training examples the train-set measures use")
+
+
+def field_errors(error: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as [{field, reason}]; the offending input is not echoed (it may be huge,
+    or not JSON at all, like inf)."""
+    return [{"field": ".".join(map(str, e["loc"])) or "config", "reason": e["msg"]}
+            for e in error.errors()]
+
+
+def one_line(errors: list[dict[str, str]]) -> str:
+    """[{field, reason}] as `field: reason; …`: what the CLI prints and the API's `detail`."""
+    return "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+
+
+def build_config(cls: type[ExperimentConfig], preset: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Defaults, then the preset's values, then the caller's overrides — validated once."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if not isinstance(preset, str) or preset not in cls.PRESETS:  # a request may send [1]
+            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(cls.PRESETS) or 'none'}")
+        values.update(cls.PRESETS[preset])
+    values.update(overrides or {})
+    return cls.model_validate(values)
+
+
+def flatten(config: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → {"a.b": value}, the form MLflow params take."""
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,1 @@
+"""HW1-1 Deep vs shallow: simulate a function."""

@@ -1,0 +1,58 @@
+"""Config of HW1-1 `function-fit`."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import Field, model_validator
+
+from experiments.core.config import (
+    ActivationName,
+    Epochs,
+    ExperimentConfig,
+    LearningRate,
+    OptimizerName,
+    TargetName,
+    Width,
+)
+
+NAME = "function-fit"
+TITLE = "HW1-1 Deep vs shallow: simulate a function"
+
+Bound = Annotated[float, Field(ge=-10.0, le=10.0)]
+Hidden = Annotated[list[Width], Field(min_length=1, max_length=16)]
+
+
+class Config(ExperimentConfig):
+    """Fit a 1-D target function (sinc, sign, …) on a bounded domain with DNNs of the same
+    parameter count but different depths; compare their loss per epoch and their predictions
+    against the ground truth. Models are given as hidden widths, or by `param_budget` and
+    `depths` (widths solved within 1% of the budget)."""
+
+    target: TargetName = "sinc"
+    domain: tuple[Bound, Bound] = (0.0, 1.0)
+    n_points: int = Field(1000, ge=10, le=100_000, description="evenly spaced training inputs")
+    models: list[Hidden] = Field(
+        default_factory=lambda: [[190], [10, 18, 15, 4], [5, 10, 10, 10, 10, 10, 5]],
+        min_length=1, max_length=8, description="hidden widths of each model (571/572/571 params)")
+    param_budget: int | None = Field(None, ge=10, le=1_000_000,
+                                     description="when set, widths come from this and `depths`")
+    depths: list[Annotated[int, Field(ge=1, le=16)]] = Field(
+        default_factory=lambda: [1, 4, 7], min_length=1, max_length=8)
+    activation: ActivationName = "relu"
+    optimizer: OptimizerName = "adam"
+    lr: LearningRate = 1e-3
+    epochs: Epochs = 20_000
+    eval_every: int = Field(10, ge=1, le=10_000, description="epochs between loss records")
+    converge_tol: float = Field(1e-3, ge=0.0, le=1.0,
+                                description="relative loss improvement that still counts")
+    converge_patience: int = Field(100, ge=1, le=100_000,
+                                   description="records without improvement before stopping")
+
+    PRESETS: ClassVar = {"quick": {"epochs": 2000, "n_points": 256}}
+
+    @model_validator(mode="after")
+    def _domain_ordered(self) -> Config:
+        if self.domain[0] >= self.domain[1]:
+            raise ValueError("domain: the lower bound must be below the upper bound")
+        return self

@@ -1,0 +1,45 @@
+"""Config of HW1-2 `gradient-norm`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from experiments.core.config import (
+    BatchSize,
+    ExperimentConfig,
+    LearningRate,
+    OptimizerName,
+    TargetName,
+    TrainSubset,
+    Width,
+)
+
+NAME = "gradient-norm"
+TITLE = "HW1-2 Optimization: the gradient norm and the loss at every iteration"
+
+
+class Config(ExperimentConfig):
+    """Record, at every iteration, the 2-norm of the gradient over all parameters (of the
+    mini-batch loss that step descends) and that loss, for two trainings: an MLP fitting a 1-D
+    target function, and an MLP on MNIST. One child run per task with the per-step series
+    (logged in batches); one figure per task with both curves over a shared x axis."""
+
+    target: TargetName = "sinc"
+    n_points: int = Field(1000, ge=8, le=100_000, description="evenly spaced inputs on [0, 1]")
+    function_hidden: list[Width] = Field(default_factory=lambda: [128], min_length=1,
+                                         max_length=8, description="hidden widths (1-D fit)")
+    function_steps: int = Field(2000, ge=1, le=100_000, description="iterations of the 1-D fit")
+    function_batch_size: BatchSize | None = Field(None, description="None = full batch")
+    mnist: bool = Field(True, description="also train on MNIST")
+    mnist_hidden: list[Width] = Field(default_factory=lambda: [128, 128], min_length=1,
+                                      max_length=8, description="hidden widths (MNIST)")
+    mnist_steps: int = Field(3000, ge=1, le=100_000, description="iterations on MNIST")
+    batch_size: BatchSize = Field(128, description="MNIST mini-batch size")
+    train_subset: TrainSubset | None = None
+    optimizer: OptimizerName = "adam"
+    lr: LearningRate = 1e-3
+
+    PRESETS: ClassVar = {"quick": {"function_steps": 500, "mnist_steps": 300,
+                                   "train_subset": 5000, "n_points": 256}}

@@ -1,0 +1,68 @@
+"""Config of HW1-3 `interpolation`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from experiments.core.config import (
+    BatchSize,
+    DatasetName,
+    Epochs,
+    ExperimentConfig,
+    LearningRate,
+    OptimizerName,
+    TestSubset,
+    TrainSubset,
+    Width,
+)
+
+NAME = "interpolation"
+TITLE = "HW1-3 Flatness vs generalization, part 1: the line between two trained models"
+
+
+class Approach(BaseModel):
+    """How one of the two models is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: BatchSize = 64
+    lr: LearningRate = 1e-3
+
+
+class Config(ExperimentConfig):
+    """Train m1 and m2 with two approaches (default batch size 64 vs 1024; preset `lr`:
+    learning rate 1e-3 vs 1e-2), from the same initialisation unless `same_init` is off, and
+    save both as snapshots; then evaluate θ(α) = (1−α)·θ1 + α·θ2 for α from `alpha_min` to
+    `alpha_max` in steps of `alpha_step`, all α at once: train and test cross-entropy (log
+    scale) and accuracy vs α on one figure. On the parent run the metrics `interp_*` carry
+    step = round(100·α)."""
+
+    dataset: DatasetName = "mnist"
+    hidden: list[Width] = Field(default_factory=lambda: [256, 256, 256], min_length=1, max_length=8)
+    approaches: list[Approach] = Field(
+        default_factory=lambda: [Approach(batch_size=64), Approach(batch_size=1024)],
+        min_length=2, max_length=2, description="m1's and m2's training")
+    same_init: bool = True
+    optimizer: OptimizerName = "adam"
+    epochs: Epochs = 10
+    alpha_min: float = Field(-1.0, ge=-5.0, le=5.0)
+    alpha_max: float = Field(2.0, ge=-5.0, le=5.0)
+    alpha_step: float = Field(0.1, ge=0.01, le=1.0)
+    eval_subset: TrainSubset | None = Field(
+        10_000, description="first N training examples for the train loss along the line")
+    train_subset: TrainSubset | None = None
+    test_subset: TestSubset | None = None
+
+    PRESETS: ClassVar = {
+        "quick": {"epochs": 1, "train_subset": 2000, "test_subset": 1000, "eval_subset": 1000,
+                  "alpha_step": 0.25},
+        "lr": {"approaches": [{"batch_size": 64, "lr": 1e-3}, {"batch_size": 64, "lr": 1e-2}]},
+    }
+
+    @model_validator(mode="after")
+    def _alpha_range(self) -> Config:
+        if self.alpha_min >= self.alpha_max:
+            raise ValueError("alpha_min must be below alpha_max")
+        return self

@@ -1,0 +1,1 @@
+"""Training dynamics: learning rate."""

@@ -1,0 +1,1 @@
+"""HW1-2 Optimization: what happens when the gradient is almost zero."""

@@ -1,0 +1,1 @@
+"""HW1-3 Generalization: number of parameters vs generalization."""

@@ -1,0 +1,1 @@
+"""HW1-3 Generalization: can a network fit random labels."""

@@ -1,0 +1,1 @@
+"""HW1-3 Flatness vs generalization: sharpness vs batch size."""

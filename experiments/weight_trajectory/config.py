@@ -1,0 +1,68 @@
+"""Config of HW1-2 `weight-trajectory`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+
+from experiments.core.config import (
+    INPUT_SIZES,
+    BatchSize,
+    DatasetName,
+    ExperimentConfig,
+    LearningRate,
+    OptimizerName,
+    TestSubset,
+    TrainSubset,
+    Width,
+    mlp_params,
+)
+
+NAME = "weight-trajectory"
+TITLE = "HW1-2 Optimization: the path of the weights during training, in 2-D"
+MAX_POINTS = 2000  # collected weight vectors, all held (on the CPU) for one PCA
+MAX_VALUES = 200_000_000  # points × parameters: 0.8 GB as float32, twice that in the PCA
+
+
+class Config(ExperimentConfig):
+    """Train the same MLP on MNIST `events` times from different seeds (the training events,
+    trained together as one vmap ensemble unless `together` is false), keep the weights every
+    `collect_every` epochs (epoch 0 included) as safetensors snapshots, and project them to 2-D
+    with PCA fitted over all collected points, once for the first layer (its weight and bias)
+    and once for the whole model. Two figures, one colour per event, each point annotated with
+    the test accuracy of those weights; a child run per event with its metric history."""
+
+    dataset: DatasetName = "mnist"
+    hidden: list[Width] = Field(default_factory=lambda: [128, 128], min_length=1, max_length=8,
+                                description="hidden widths of the MLP (course: 784-128-128-10)")
+    events: int = Field(8, ge=1, le=64, description="training events: seeds seed, seed+1, …")
+    epochs: int = Field(24, ge=1, le=1000)
+    collect_every: int = Field(3, ge=1, le=1000, description="epochs between collected weights")
+    optimizer: OptimizerName = "adam"
+    lr: LearningRate = 1e-3
+    batch_size: BatchSize = 100
+    train_subset: TrainSubset | None = None
+    test_subset: TestSubset | None = None
+    together: bool = Field(True, description="train the events as one vmap ensemble "
+                                             "(false: one after the other, for comparison)")
+
+    PRESETS: ClassVar = {"quick": {"epochs": 6, "train_subset": 2000, "test_subset": 1000,
+                                   "hidden": [64, 64]}}
+
+    @property
+    def points(self) -> int:
+        """Weight vectors collected: per event epoch 0, every `collect_every`-th epoch, the last."""
+        per_event = self.epochs // self.collect_every + 1 + (self.epochs % self.collect_every > 0)
+        return self.events * per_event
+
+    @model_validator(mode="after")
+    def _points_fit(self) -> Config:
+        if self.points > MAX_POINTS:
+            raise ValueError(f"{self.points} collected points (events × collections), at most "
+                             f"{MAX_POINTS}: fewer events or epochs, or a larger collect_every")
+        held = self.points * mlp_params(INPUT_SIZES[self.dataset], self.hidden, 10)
+        if held > MAX_VALUES:
+            raise ValueError(f"hidden: {held:,} weights held (points × parameters), at most "
+                             f"{MAX_VALUES:,}: narrower layers or fewer points")
+        return self
