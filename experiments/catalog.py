@@ -14,9 +14,10 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
-import experiments
+from experiments import glossary
 from experiments.core.config import ExperimentConfig
 
 
@@ -47,6 +48,7 @@ class Entry:
             "defaults": self.config_cls().model_dump(mode="json"),
             "presets": self.presets,
             "schema": self.config_cls.model_json_schema(),
+            "glossary": [term.describe() for term in glossary.terms_of(self.name)],
         }
 
 
@@ -65,10 +67,10 @@ NOT_EXPERIMENTS = {"core"}
 @cache
 def entries() -> dict[str, Entry]:
     found: dict[str, Entry] = {}
-    for info in pkgutil.iter_modules(experiments.__path__):
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if not info.ispkg or info.name in NOT_EXPERIMENTS:
             continue
-        package = f"{experiments.__name__}.{info.name}"
+        package = f"experiments.{info.name}"
         module = importlib.import_module(f"{package}.config")
         found[module.NAME] = Entry(module.NAME, module.TITLE, module.Config, package)
     return dict(sorted(found.items()))

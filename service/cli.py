@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from experiments import catalog
+from experiments import catalog, glossary
 from experiments.core.config import build_config, field_errors, one_line
 from experiments.stores import home
 from service.settings import Settings, settings
@@ -80,6 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     entries = catalog.entries().values()
+    if args.glossary:
+        return print_glossary()
     if args.json:
         print(json.dumps([e.describe() for e in entries], indent=2))
         return 0
@@ -91,7 +93,17 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"    --set {key}={json.dumps(value)}" + (f"  ({note})" if note else ""))
         if entry.presets:
             print(f"    presets: {json.dumps(entry.presets)}")
+        names = [term.name for term in glossary.terms_of(entry.name) if term.experiments]
+        print(f"    logs (besides the shared names of `phenolab list --glossary`): {', '.join(names)}")
         print()
+    return 0
+
+
+def print_glossary() -> int:
+    """Every logged name with its definition, and where it is logged."""
+    for term in glossary.TERMS:
+        where = ", ".join(term.experiments) or "every experiment"
+        print(f"{term.name}  [{term.kind}; {where}]\n    {term.definition}")
     return 0
 
 
@@ -242,6 +254,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     lst = sub.add_parser("list", help="the experiment catalog with parameters and defaults")
     lst.add_argument("--json", action="store_true")
+    lst.add_argument("--glossary", action="store_true", help="every logged name and its definition")
     lst.set_defaults(func=cmd_list)
     ui = sub.add_parser("ui", help="the MLflow UI on the tracking store")
     ui.add_argument("--port", type=int)

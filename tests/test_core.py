@@ -17,7 +17,7 @@ from experiments import catalog
 from experiments.core.config import build_config, flatten
 from experiments.core.data import DatasetUnavailable, Split, load_dataset, target_function
 from experiments.core.models import cnn, cnn_features, count_params, mlp, mlp_params, widths_for_budget
-from experiments.core.train import TrainSpec, seeded, train
+from experiments.core.train import Convergence, TrainSpec, seeded, train
 
 
 @pytest.mark.parametrize("budget", [300, 571, 2_000, 50_000, 400_000])
@@ -69,8 +69,8 @@ def test_ensemble_matches_models_trained_alone() -> None:
         single = train(alone, data, spec, seeds=[seed])
         for (name, a), b in zip(alone[0].state_dict().items(), together[i].state_dict().values()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
-        assert single[0].history[-1]["train_loss"] == pytest.approx(
-            joint[i].history[-1]["train_loss"], rel=1e-4)
+        assert single[0].history[-1]["running_loss"] == pytest.approx(
+            joint[i].history[-1]["running_loss"], rel=1e-4)
 
 
 def test_a_budget_in_steps_alone_crosses_epochs_and_stops_at_the_step() -> None:
@@ -95,9 +95,9 @@ def test_eval_at_start_measures_the_initial_weights() -> None:
     (result,) = train(models, data, spec, seeds=[0], evals={"test": test})
     first, *rest = result.history
     assert (first["epoch"], first["step"], first["x"]) == (0, 0, 0)
-    assert "train_loss" not in first  # no mini-batch seen yet
+    assert "running_loss" not in first  # no mini-batch seen yet
     assert first["test_loss"] == pytest.approx(initial, rel=1e-5)
-    assert [r["epoch"] for r in rest] == [1, 2] and all("train_loss" in r for r in rest)
+    assert [r["epoch"] for r in rest] == [1, 2] and all("running_loss" in r for r in rest)
 
 
 def test_divergence_stops_only_the_diverging_model() -> None:
@@ -118,9 +118,9 @@ def test_divergence_stops_only_the_diverging_model() -> None:
 
 def test_convergence_rule_stops_a_flat_fit() -> None:
     data = target_function("sin_linear", 64, (0.0, 1.0))
-    spec = TrainSpec(optimizer="adam", lr=1e-2, epochs=5000, loss="mse", eval_every=10,
-                     converge_tol=1e-3, converge_patience=5)
-    result = train(seeded(lambda: mlp(1, [16], 1), [0], "cpu"), data, spec, seeds=[0])[0]
+    spec = TrainSpec(optimizer="adam", lr=1e-2, epochs=5000, loss="mse", eval_every=10)
+    result = train(seeded(lambda: mlp(1, [16], 1), [0], "cpu"), data, spec, seeds=[0],
+                   hooks=[Convergence(1e-3, 5, n_models=1)])[0]
     assert result.status == "converged"
     assert result.stop_step < 5000
 
@@ -195,7 +195,7 @@ def test_function_fit_tracks_parent_children_metrics_figures(store: str) -> None
     assert len(children) == 3
     counts = [int(c.data.params["n_params"]) for c in children]
     assert max(counts) - min(counts) <= 0.01 * min(counts)
-    history = client.get_metric_history(children[0].info.run_id, "train_loss")
+    history = client.get_metric_history(children[0].info.run_id, "running_loss")
     assert [m.step for m in history] == list(range(5, 61, 5))
     assert all(c.info.status == "FINISHED" for c in children)
     for child in children:  # hidden layers of each model: 1, 4, 7

@@ -1,4 +1,4 @@
-"""Training dynamics (issue 5): weight-init, batch-size, learning-rate, early-stopping on tiny
+"""Training dynamics: weight-init, batch-size, learning-rate, early-stopping on tiny
 MNIST subsets — what each logs to MLflow, read back — and the pieces their science rests on
 (divergence mid-epoch, the validation split, restoring exactly the best-validation weights)."""
 
@@ -19,7 +19,15 @@ from experiments.catalog import get
 from experiments.core import measures
 from experiments.core.data import Split, load_dataset
 from experiments.core.models import initialize, mlp
-from experiments.core.train import EvalEvent, ModelStack, TrainSpec, seeded, train
+from experiments.core.train import (
+    DivergesAbove,
+    EvalEvent,
+    LearningRates,
+    ModelStack,
+    TrainSpec,
+    seeded,
+    train,
+)
 from experiments.early_stopping.experiment import EarlyStopping, holdout
 from experiments.weight_init.experiment import movement
 
@@ -49,13 +57,14 @@ def _blobs(n: int = 200, seed: int = 0) -> Split:
 
 
 def test_a_model_diverging_mid_epoch_leaves_the_others_on_their_own_path() -> None:
-    """lr 1e4 blows the loss past `diverge_above` within the first epoch (7 batches per epoch,
-    evaluation every 3 steps); the survivor must train exactly as it does alone."""
+    """lr 1e4 blows the loss past the `DivergesAbove` threshold within the first epoch (7
+    batches per epoch, evaluation every 3 steps); the survivor must train exactly as it does
+    alone."""
     data, seeds = _blobs(), [1, 2]
-    spec = TrainSpec(optimizer="sgd", lr=1.0, batch_size=32, epochs=3, eval_every=3,
-                     eval_unit="step", lr_scale=[0.05, 1e4], diverge_above=100.0)
+    spec = TrainSpec(optimizer="sgd", lr=1.0, batch_size=32, epochs=3, eval_every=3, eval_unit="step")
     models = seeded(lambda: mlp(2, [16], 2), seeds, "cpu")
-    results = train(models, data, spec, seeds=seeds)
+    results = train(models, data, spec, seeds=seeds,
+                    hooks=[LearningRates([0.05, 1e4], "sgd", "cpu"), DivergesAbove(100.0)])
     assert results[1].status == "diverged" and 1 <= results[1].stop_step <= 3
     assert results[0].status == "finished" and results[0].stop_step == 21
     alone = seeded(lambda: mlp(2, [16], 2), seeds[:1], "cpu")
@@ -70,7 +79,7 @@ def test_finite_loss_is_not_divergence_without_a_threshold() -> None:
     spec = TrainSpec(optimizer="sgd", lr=1e4, batch_size=32, epochs=1, eval_every=7, eval_unit="step")
     (result,) = train(seeded(lambda: mlp(2, [16], 2), [1], "cpu"), data, spec, seeds=[1])
     assert result.status == "finished"
-    assert result.history[-1]["train_loss"] > 100  # blown up, yet finite: not flagged
+    assert result.history[-1]["running_loss"] > 100  # blown up, yet finite: not flagged
 
 
 def test_holdout_is_a_seeded_disjoint_split_of_the_training_set() -> None:
@@ -208,8 +217,8 @@ def test_learning_rate_tags_the_diverging_rate_and_the_others_go_on(store: str, 
         assert child.data.tags["status"] == "finished" and "diverged" not in child.data.tags
         assert sorted(_history(client, child.info.run_id, "test_acc")) == [10, 20, 30]
         assert float(child.data.params["lr"]) == float(name[3:])
-    assert children["lr-0.05"].data.metrics["final_train_loss"] < children["lr-0.005"].data.metrics[
-        "final_train_loss"]  # the smaller rate learns more slowly
+    assert children["lr-0.05"].data.metrics["final_running_loss"] < children["lr-0.005"].data.metrics[
+        "final_running_loss"]  # the smaller rate learns more slowly
     figures = _figures(client, run_id)
     for name in ("loss_diverged_marked", "loss", "accuracy", "final_accuracy"):
         assert figures[f"figures/{name}.png"] > 10_000
@@ -220,7 +229,7 @@ def test_learning_rate_adaptive_optimizer_trains_rates_separately(store: str, mn
               "batch_size": 100}
     run_id = experiments.run("learning-rate", config)
     children = _children(MlflowClient(store), run_id)
-    losses = [children[f"lr-{r:g}"].data.metrics["final_train_loss"] for r in (1e-3, 1e-2)]
+    losses = [children[f"lr-{r:g}"].data.metrics["final_running_loss"] for r in (1e-3, 1e-2)]
     assert losses[0] != losses[1]
 
 
@@ -234,15 +243,15 @@ def test_batch_size_steps_budget_and_the_full_batch(store: str, mnist_dir: Path)
     assert children["full-batch"].data.params["full_batch"] == "True"
     for child in children.values():
         assert child.data.metrics["steps_trained"] == 12
-        assert sorted(_history(client, child.info.run_id, "batch_loss")) == list(range(1, 13))
+        assert sorted(_history(client, child.info.run_id, "step_loss")) == list(range(1, 13))
         assert sorted(_history(client, child.info.run_id, "test_acc")) == [6, 12]
     # the full batch's first step is the initial model's loss on the whole training set
     data = load_dataset("mnist", "cpu", 400, 200)
     (model,) = seeded(lambda: mlp(784, [16], 10), [0], "cpu")
     first = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y).item()
-    full_first = _history(client, children["full-batch"].info.run_id, "batch_loss")[1]
+    full_first = _history(client, children["full-batch"].info.run_id, "step_loss")[1]
     assert full_first == pytest.approx(first, rel=1e-5)
-    small_first = _history(client, children["batch-50"].info.run_id, "batch_loss")[1]
+    small_first = _history(client, children["batch-50"].info.run_id, "step_loss")[1]
     assert small_first != pytest.approx(first, rel=1e-5)  # 50 examples, not the whole set
     figures = _figures(client, run_id)
     for name in ("loss", "accuracy", "batch_loss", "final_accuracy"):

@@ -17,7 +17,7 @@ from experiments.core import measures
 from experiments.core.context import RunContext
 from experiments.core.data import Split
 from experiments.core.models import count_params, mlp
-from experiments.core.train import TrainSpec, intra_op_threads, seeded, train
+from experiments.core.train import StepRecords, TrainSpec, intra_op_threads, seeded, train
 from experiments.minimal_ratio.experiment import (
     descend,
     levenberg_marquardt,
@@ -260,8 +260,8 @@ def test_recorded_gradient_norm_is_that_of_the_mean_batch_loss_by_hand() -> None
         r = w * x[:, 0] + b - data.y[:, 0]
         expected.append(math.hypot(2 * (r * x[:, 0]).mean().item(), 2 * r.mean().item()))
         expected_loss = r.pow(2).mean().item()
-    results = train(models, data, TrainSpec(optimizer="sgd", lr=0.01, epochs=1, loss="mse",
-                                            record_steps=("step_loss", "grad_norm")), seeds=[0, 1])
+    results = train(models, data, TrainSpec(optimizer="sgd", lr=0.01, epochs=1, loss="mse"), seeds=[0, 1],
+                    hooks=[StepRecords(("step_loss", "grad_norm"))])
     assert [r.steps["grad_norm"][0] for r in results] == pytest.approx(expected, rel=1e-5)
     assert results[1].steps["step_loss"][0] == pytest.approx(expected_loss, rel=1e-5)
 

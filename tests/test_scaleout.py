@@ -8,18 +8,16 @@ with the reason when either is absent."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from service_lab import LONG, TINY, Lab, free_port, until
+from service_lab import LONG, TINY, Lab, OwnRedis, free_port, until
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -121,7 +119,7 @@ def test_job_runs_on_redis_and_lands_in_the_mlflow_server(lab: Lab, mlflow_serve
     assert run.data.params["epochs"] == "20" and run.data.params["n_points"] == "32"
     [child] = job["children"]
     assert child["status"] == "FINISHED"
-    losses = mlflow.get_metric_history(child["id"], "train_loss")
+    losses = mlflow.get_metric_history(child["id"], "running_loss")
     steps = sorted(m.step for m in losses)
     assert steps == list(range(5, 21, 5)) and all(m.value >= 0 for m in losses), steps
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served, not a local path
@@ -169,49 +167,6 @@ def test_worker_restarted_with_jobs_queued_loses_none(lab: Lab, redis_url: str) 
               "the Redis queue to drain")
     assert lab.job(running)["status"] == "KILLED"
     assert all(len(lab.job(job_id)["children"]) == 1 for job_id in queued)
-
-
-class OwnRedis:
-    """A Redis server configured like the compose file's (password, append-only file) on a free
-    port, restartable: what `redis` in docker-compose.yml is, without its image."""
-
-    def __init__(self, binary: str, data: Path) -> None:
-        self.binary, self.data, self.port = binary, data, free_port()
-        self.url = f"redis://:s3cret@127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass",
-             "s3cret", "--appendonly", "yes", "--save", "", "--dir", str(self.data)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client, deadline = redis.Redis.from_url(self.url), time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()  # SIGTERM: Redis writes the append-only file out and exits
-            self.proc.wait(30)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server binary on this machine")
-    server = OwnRedis(binary, tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_queued_jobs_survive_a_redis_restart_with_append_only(own_redis: OwnRedis) -> None:

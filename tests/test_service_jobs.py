@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,6 @@ from service.settings import Settings
 from service.worker import plan_slots, respawn_delay
 
 
-@pytest.fixture(scope="module")
-def working(lab: Lab) -> Iterator[Lab]:
-    """The session's lab with a worker (one CPU slot) running."""
-    lab.start_worker()
-    yield lab
-    lab.stop(lab.worker)
-
-
 def test_submitted_job_runs_in_a_worker_and_lands_in_mlflow(working: Lab) -> None:
     job_id = working.submit()
     job = working.wait(job_id, "FINISHED", "FAILED", timeout=120)
@@ -37,7 +28,7 @@ def test_submitted_job_runs_in_a_worker_and_lands_in_mlflow(working: Lab) -> Non
     assert job["started"] and job["heartbeat"] and job["ended"] and job["attempt"] == 1
     assert job["progress"]["total"] == TINY["epochs"] and job["progress"]["variant"] == "1-8-1"
     [child] = job["children"]
-    assert child["status"] == "FINISHED" and child["metrics"]["final_train_loss"] > 0
+    assert child["status"] == "FINISHED" and child["metrics"]["final_running_loss"] > 0
 
     mlflow = client(working.env["MLFLOW_TRACKING_URI"])
     parent = mlflow.get_run(job_id)
@@ -45,7 +36,7 @@ def test_submitted_job_runs_in_a_worker_and_lands_in_mlflow(working: Lab) -> Non
     figures = {f.path: f.file_size for f in mlflow.list_artifacts(job_id, "figures")}
     assert set(figures) == {"figures/loss.png", "figures/predictions.png"}
     assert all(size > 1000 for size in figures.values())
-    history = mlflow.get_metric_history(child["id"], "train_loss")
+    history = mlflow.get_metric_history(child["id"], "running_loss")
     assert [m.step for m in history] == list(range(5, 21, 5))
 
     health = working.http.get("/healthz").json()

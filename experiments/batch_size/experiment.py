@@ -15,9 +15,9 @@ import math
 from experiments.batch_size.config import Config
 from experiments.core import plots
 from experiments.core.context import RunContext
-from experiments.core.data import Dataset, load_dataset
+from experiments.core.data import Dataset, dataset_for
 from experiments.core.models import classifier
-from experiments.core.train import TrainSpec
+from experiments.core.train import StepRecords, TrainSpec
 from experiments.core.variants import Outcome, Variant, log_train_test_figures, run_variants
 from experiments.tracking import Tracker
 
@@ -28,12 +28,11 @@ def label(batch: int | str) -> str:
 
 def schedule(config: Config, batch: int | None) -> TrainSpec:
     """The budget of one batch size (None = full): `steps` optimizer steps, or `epochs` passes
-    over the data, evaluated every `eval_every` steps (or epochs); every mini-batch loss kept."""
-    common = {"optimizer": config.optimizer, "lr": config.lr, "batch_size": batch,
-              "record_steps": ("step_loss",), "eval_every": config.eval_every}
+    over the data, evaluated every `eval_every` steps (or epochs)."""
     if config.budget == "steps":
-        return TrainSpec(**common, epochs=None, max_steps=config.steps, eval_unit="step")
-    return TrainSpec(**common, epochs=config.epochs, eval_unit="epoch")
+        return TrainSpec.of(config, batch_size=batch)
+    return TrainSpec.of(config, batch_size=batch, epochs=config.epochs, max_steps=None,
+                        eval_unit="epoch")
 
 
 def variants(config: Config, data: Dataset) -> list[Variant]:
@@ -52,15 +51,15 @@ def variants(config: Config, data: Dataset) -> list[Variant]:
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    data = dataset_for(config, ctx.device)
     # "train" is evaluated on the whole training set at the current weights (not the running
     # mean of the mini-batches), so every batch size is measured the same way
     outcomes = run_variants(tracker, ctx, variants(config, data), data.train,
-                            schedule(config, None),
-                            evals={"train": data.train, "test": data.test}, together=True)
-    for outcome in outcomes:
+                            evals={"train": data.train, "test": data.test}, together=True,
+                            hooks=lambda group: [StepRecords(("step_loss",))])
+    for outcome in outcomes:  # every mini-batch loss: the noise of the gradient estimate
         losses = outcome.result.steps.get("step_loss", [])
-        outcome.run.log_series("batch_loss", losses, range(1, len(losses) + 1))
+        outcome.run.log_series("step_loss", losses, range(1, len(losses) + 1))
     figures(config, outcomes, tracker)
     rows = [{"batch_size": o.variant.params["batch_size"], "full_batch": o.variant.params["full_batch"],
              "steps": o.result.stop_step, "status": o.result.status,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from experiments.core.config import BatchSizeStudy
 from experiments.core.context import RunContext
-from experiments.core.data import Dataset, load_dataset
+from experiments.core.data import Dataset, dataset_for
 from experiments.core.models import classifier
 from experiments.core.train import TrainSpec
 from experiments.core.variants import Outcome, Variant, run_variants
@@ -24,18 +24,17 @@ def train_batch_sizes(config: BatchSizeStudy, tracker: Tracker,
     """One child run per batch size × seed; all start from the same initialisations
     (seed, seed+1 …) and train for the same number of epochs. Train metrics are evaluated at
     each epoch's end weights over the whole training set."""
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    data = dataset_for(config, ctx.device)
     variants = []
     for batch_size in config.batch_sizes:
-        spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=batch_size,
-                         epochs=config.epochs)
+        spec = TrainSpec.of(config, batch_size=batch_size)
         for seed in range(config.seed, config.seed + config.repeats):
             name = f"bs{batch_size}" + (f"-seed{seed}" if config.repeats > 1 else "")
             variants.append(Variant(name, lambda: classifier(data, config.hidden), seed,
                                     {"batch_size": batch_size, "lr": config.lr,
                                      "optimizer": config.optimizer, "hidden": config.hidden},
                                     spec=spec))
-    outcomes = run_variants(tracker, ctx, variants, data.train, variants[0].spec,
+    outcomes = run_variants(tracker, ctx, variants, data.train,
                             evals={"train": data.train, "test": data.test}, together=True)
     return data, outcomes
 

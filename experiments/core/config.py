@@ -97,34 +97,54 @@ def _admits_bool(annotation: Any) -> bool:
     return any(_admits_bool(arg) for arg in get_args(annotation))
 
 
-class DynamicsConfig(ExperimentConfig):
-    """Fields of the training-dynamics experiments: an MLP on a dataset, trained for a budget
-    of optimizer steps (the course trained for fixed step counts)."""
+def hidden_widths(default: list[int], description: str = "hidden widths of the MLP") -> Any:
+    """The `hidden` field of an MLP: 1 to 8 bounded widths."""
+    return Field(default_factory=lambda: list(default), min_length=1, max_length=8,
+                 description=description)
+
+
+COURSE_MLP = [256, 256, 256]  # the course's model: 3 hidden layers of 256
+
+
+class DatasetConfig(ExperimentConfig):
+    """Fields of every experiment on an image dataset: which one, and how much of each split."""
 
     dataset: DatasetName = "mnist"
-    hidden: list[Width] = Field(default_factory=lambda: [256, 256], min_length=1, max_length=8,
-                                description="hidden widths of the MLP")
-    optimizer: OptimizerName = "sgd"
-    steps: Steps = 3000
-    eval_every: Steps = Field(100, description="steps between evaluations")
     train_subset: TrainSubset | None = None
     test_subset: TestSubset | None = None
 
 
-class BatchSizeStudy(ExperimentConfig):
+class SupervisedConfig(DatasetConfig):
+    """A classifier trained on the dataset with one optimizer and rate, in mini-batches, for a
+    budget of epochs (`TrainSpec.of` reads these fields)."""
+
+    optimizer: OptimizerName = "adam"
+    lr: LearningRate = 1e-3
+    batch_size: BatchSize = 128
+    epochs: Epochs = 10
+
+
+class DynamicsConfig(DatasetConfig):
+    """Fields of the training-dynamics experiments: an MLP on a dataset, trained for a budget
+    of optimizer steps (the course trained for fixed step counts)."""
+
+    hidden: list[Width] = hidden_widths([256, 256])
+    optimizer: OptimizerName = "sgd"
+    steps: Steps = 3000
+    eval_every: Steps = Field(100, description="steps between evaluations")
+
+
+class BatchSizeStudy(DatasetConfig):
     """One MLP trained once per batch size (`repeats` seeds each, trained together as a vmap
     ensemble), same optimizer, learning rate and number of epochs for all."""
 
-    dataset: DatasetName = "mnist"
-    hidden: list[Width] = Field(default_factory=lambda: [256, 256, 256], min_length=1, max_length=8)
+    hidden: list[Width] = hidden_widths(COURSE_MLP)
     batch_sizes: Annotated[list[BatchSize], Distinct] = Field(
         default_factory=lambda: [16, 64, 256, 1024, 4096], min_length=1, max_length=12)
     repeats: int = Field(1, ge=1, le=8, description="seeds per batch size, trained together")
     optimizer: OptimizerName = "adam"
     lr: LearningRate = 1e-3
     epochs: Epochs = 10
-    train_subset: TrainSubset | None = None
-    test_subset: TestSubset | None = None
     measure_subset: TrainSubset = Field(
         10_000, description="first N training examples the train-set measures use")
 

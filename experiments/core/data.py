@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
+from experiments.core.config import DatasetConfig
+
 NORMALIZATION = {
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -112,6 +114,11 @@ def load_dataset(name: str, device: torch.device | str = "cpu", train_subset: in
     train = Split(xtr.to(device), ytr.to(device)).head(train_subset)
     test = Split(xte.to(device), yte.to(device)).head(test_subset)
     return Dataset(name, train, test, n_classes=10)
+
+
+def dataset_for(config: DatasetConfig, device: torch.device | str) -> Dataset:
+    """The dataset a config names, cut to its `train_subset` / `test_subset`."""
+    return load_dataset(config.dataset, device, config.train_subset, config.test_subset)
 
 
 TARGETS: dict[str, Callable[[Tensor], Tensor]] = {

@@ -6,7 +6,9 @@ module directly). Each model keeps its own data order, drawn from its own seed, 
 trained in an ensemble follows the same path as the same model trained alone.
 
 Inside the step loop nothing is read back to the host: the running loss, the first
-non-finite step and the per-step records stay on the device and are read once per evaluation.
+non-finite step and whatever a hook keeps per step stay on the device and are read once per
+evaluation. What one experiment needs of the loop (per-model learning rates, a loss threshold
+that counts as divergence, the convergence rule, per-step records, early stopping) is a `Hook`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,24 +29,18 @@ from experiments.core.data import Split
 
 Params = dict[str, Tensor]
 Status = Literal["finished", "converged", "diverged", "stopped"]
+SPEC_FIELDS = ("optimizer", "lr", "batch_size", "epochs")  # what a config's field of that name sets
+MOMENTUM = 0.9  # of the "momentum" optimizer (SGD with heavy-ball momentum)
+EVAL_CHUNK = 8192  # samples per forward pass of an evaluation, shared by the models
 
 
 @dataclass
 class TrainSpec:
-    """How to train. `batch_size=None` is full batch; the budget is `epochs`, cut short by
-    `max_steps` (`epochs=None`: `max_steps` steps alone); evaluation happens every
-    `eval_every` epochs (or steps with `eval_unit="step"`). `converge_tol` enables the
-    convergence rule for long fits: a model stops when its training loss has not improved by
-    that relative amount over `converge_patience` evaluations. `lr_scale` gives model i the
-    learning rate `lr * lr_scale[i]` by scaling its loss before the backward pass: exact for
-    the linear optimizers (sgd, momentum), so the adaptive ones reject it. A model diverges when its
-    mini-batch loss turns NaN/inf, or, with `diverge_above`, exceeds that value: a loss that
-    blew up by orders of magnitude but stays finite (ReLU nets at huge learning rates explode,
-    then die and sit at a finite loss) counts as diverged too. `record_steps` names what is
-    kept at every step, on the device (read once per evaluation): `step_loss` (the mini-batch
-    loss) and/or `grad_norm` (2-norm of the whole gradient, an extra pass over the parameters).
-    `eval_at_start` adds an evaluation of the initial weights (epoch 0, step 0: the `evals`
-    splits only, no mini-batch has been seen), for curves and hooks that start at the init."""
+    """How to train: the optimizer and its rate, the batch (`batch_size=None` is full batch),
+    the budget — `epochs`, cut short by `max_steps` (`epochs=None`: `max_steps` steps alone) —
+    the loss, and when to evaluate: every `eval_every` epochs (or steps with
+    `eval_unit="step"`), plus the initial weights with `eval_at_start` (epoch 0, step 0: the
+    `evals` splits only, no mini-batch has been seen)."""
 
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -54,20 +50,25 @@ class TrainSpec:
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     eval_every: int = 1
     eval_unit: Literal["epoch", "step"] = "epoch"
-    record_steps: tuple[Literal["step_loss", "grad_norm"], ...] = ()
-    converge_tol: float | None = None
-    converge_patience: int = 20
-    momentum: float = 0.9
-    eval_chunk: int = 8192
-    lr_scale: list[float] | None = None
-    diverge_above: float | None = None
     eval_at_start: bool = False
+
+    @classmethod
+    def of(cls, config: object, **changes: Any) -> TrainSpec:
+        """The spec a config asks for — its `optimizer`, `lr`, `batch_size` and `epochs`, those
+        it has; with a `steps` field (the training-dynamics family) that many steps, evaluated
+        every `eval_every` steps — then `changes`."""
+        values: dict[str, Any] = {key: getattr(config, key) for key in SPEC_FIELDS if hasattr(config, key)}
+        if hasattr(config, "steps"):
+            values.update(epochs=None, max_steps=config.steps, eval_every=config.eval_every,
+                          eval_unit="step")
+        return cls(**{**values, **changes})
 
 
 @dataclass
 class ModelResult:
     """How a model's training ended, and `history`: one row per evaluation with `epoch`,
-    `step`, `x` (the MLflow step: epoch or step, per `eval_unit`) and the metrics."""
+    `step`, `x` (the MLflow step: epoch or step, per `eval_unit`) and the metrics; `steps`
+    holds per-step series a hook kept (see `StepRecords`)."""
 
     status: Status = "finished"
     stop_step: int | None = None
@@ -77,7 +78,8 @@ class ModelResult:
 
 @dataclass
 class EvalEvent:
-    """Handed to `on_eval` after each evaluation; `metrics[i]` belongs to model `active[i]`."""
+    """Handed to the hooks after each evaluation; `metrics[i]` belongs to model `active[i]`;
+    `results` are every model's, by original index."""
 
     epoch: int
     step: int
@@ -85,20 +87,44 @@ class EvalEvent:
     active: list[int]
     metrics: list[dict[str, float]]
     stack: ModelStack
+    results: list[ModelResult] = field(default_factory=list)
 
     def state_dict(self, model: int) -> Params:
         """Weights of model `model` (an original index) at this evaluation, detached."""
         return self.stack.state_dict(self.active.index(model))
 
 
-def make_optimizer(name: str, params: Iterable[Tensor], lr: float,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
+class Hook:
+    """Behaviour an experiment adds to the loop; every method is a no-op here. Per-step methods
+    work on device tensors of the active models (no host reads); `keep(rows)` says which rows
+    of them go on after some models stopped, for a hook that holds per-model state."""
+
+    def objective(self, losses: Tensor) -> Tensor:
+        """What is backpropagated, per model ([N] → [N]); the losses themselves by default."""
+        return losses
+
+    def diverges(self, losses: Tensor) -> Tensor | None:
+        """Which models' step losses count as diverged beyond NaN/inf (a bool mask [N])."""
+        return None
+
+    def after_step(self, step: int, losses: Tensor, stack: ModelStack) -> None:
+        """After the optimizer step `step`; gradients are still on the parameters."""
+
+    def on_eval(self, event: EvalEvent) -> Mapping[int, Status]:
+        """After an evaluation: models (original indices) to stop now, with their status."""
+        return {}
+
+    def keep(self, rows: Tensor) -> None:
+        """Only the active models at `rows` go on."""
+
+
+def make_optimizer(name: str, params: Iterable[Tensor], lr: float) -> torch.optim.Optimizer:
     """Optimizers by name; each updates element-wise, so a stack of models trains as if alone."""
     params = list(params)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
     if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
     if name == "rmsprop":
@@ -151,7 +177,7 @@ class ModelStack:
         old = list(self.params.values())
         self.params = {k: v[rows].detach().clone().requires_grad_() for k, v in self.params.items()}
         self.buffers = {k: v[rows].clone() for k, v in self.buffers.items()}
-        new_opt = make_optimizer(spec.optimizer, self.params.values(), spec.lr, spec.momentum)
+        new_opt = make_optimizer(spec.optimizer, self.params.values(), spec.lr)
         for p_old, p_new in zip(old, self.params.values()):
             state = optimizer.state.get(p_old)
             if state:
@@ -161,7 +187,7 @@ class ModelStack:
         return new_opt
 
     @torch.no_grad()
-    def evaluate(self, split: Split, loss: str, chunk: int) -> tuple[Tensor, Tensor]:
+    def evaluate(self, split: Split, loss: str, chunk: int = EVAL_CHUNK) -> tuple[Tensor, Tensor]:
         """Mean loss and accuracy of every model on the whole split at the current weights."""
         n_models, total = len(self), len(split)
         chunk = max(256, chunk // n_models)
@@ -193,29 +219,147 @@ def grad_norms(params: Mapping[str, Tensor]) -> Tensor:
     return torch.stack(squares).sum(0).sqrt()
 
 
+class _Training:
+    """The state of one `train` call: the stack and its optimizer, the active models, what
+    accumulates on the device between evaluations, and the results."""
+
+    def __init__(self, models: Sequence[nn.Module], data: Split, spec: TrainSpec,
+                 seeds: Sequence[int], hooks: Sequence[Hook]) -> None:
+        self.models, self.data, self.spec, self.hooks = models, data, spec, hooks
+        self.device = data.x.device
+        self.stack = ModelStack(models)
+        self.optimizer = make_optimizer(spec.optimizer, self.stack.params.values(), spec.lr)
+        self.results = [ModelResult() for _ in models]
+        self.active = list(range(len(models)))
+        self.generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+        self.order: Tensor | None = None  # this epoch's data order, one row per active model
+        self.first_bad = torch.full((len(models),), -1, dtype=torch.long, device=self.device)
+        self.step = 0
+        self.reset_running()
+
+    def reset_running(self) -> None:
+        self.running = torch.zeros(len(self.active), device=self.device)
+        self.running_acc = torch.zeros(len(self.active), device=self.device)
+        self.since = 0
+
+    def shuffle(self) -> None:
+        """Each active model's own data order for the next epoch."""
+        n = len(self.data)
+        self.order = torch.stack([torch.randperm(n, generator=self.generators[m], device=self.device)
+                                  for m in self.active])
+
+    def batch(self, start: int, size: int) -> tuple[Tensor, Tensor]:
+        """The next mini-batch of every active model ([N, B, ...]), or the whole split."""
+        x, y = self.data.x, self.data.y
+        if size >= len(self.data):
+            return x.expand(len(self.active), *x.shape), y.expand(len(self.active), *y.shape)
+        idx = self.order[:, start:start + size]
+        return _rows(x, idx), _rows(y, idx)
+
+    def take_step(self, xb: Tensor, yb: Tensor) -> None:
+        """One optimizer step of every active model on its own batch; no host reads."""
+        out = self.stack.forward(xb)
+        losses = per_model_loss(self.spec.loss, out, yb)
+        objective = losses
+        for hook in self.hooks:
+            objective = hook.objective(objective)
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.sum().backward()
+        self.optimizer.step()
+        self.step += 1
+        detached = losses.detach()
+        self.running += detached
+        if self.spec.loss == "cross_entropy":
+            self.running_acc += per_model_accuracy(out.detach(), yb)
+        self.since += 1
+        bad = ~torch.isfinite(detached)
+        for hook in self.hooks:
+            if (more := hook.diverges(detached)) is not None:
+                bad |= more
+        self.first_bad = torch.where((self.first_bad < 0) & bad, self.step, self.first_bad)
+        for hook in self.hooks:
+            hook.after_step(self.step, detached, self.stack)
+
+    def metrics(self, evals: Mapping[str, Split]) -> list[dict[str, float]]:
+        """Per active model, read to the host: `running_loss`/`running_acc` since the last
+        evaluation and `<split>_loss`/`<split>_acc` of every split in `evals`."""
+        values: dict[str, Tensor] = {}
+        if self.since:
+            values["running_loss"] = self.running / self.since
+            if self.spec.loss == "cross_entropy":
+                values["running_acc"] = self.running_acc / self.since
+        for name, split in evals.items():
+            values[f"{name}_loss"], acc = self.stack.evaluate(split, self.spec.loss)
+            if self.spec.loss == "cross_entropy":
+                values[f"{name}_acc"] = acc
+        host = {k: v.tolist() for k, v in values.items()}
+        return [{k: v[row] for k, v in host.items() if math.isfinite(v[row])}
+                for row in range(len(self.active))]
+
+    def evaluate(self, epoch: int, evals: Mapping[str, Split],
+                 sink: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, float]:
+        """Record an evaluation, stop the models that diverged or that a hook stops; returns
+        what the progress bar shows."""
+        x = epoch if self.spec.eval_unit == "epoch" else self.step
+        metrics = self.metrics(evals)
+        stops: dict[int, tuple[Status, int]] = {}
+        for row, (model, bad) in enumerate(zip(self.active, self.first_bad.tolist())):
+            if bad >= 0:
+                stops[model] = ("diverged", bad)
+                self.results[model].status, self.results[model].stop_step = stops[model]
+                continue
+            self.results[model].history.append({"epoch": epoch, "step": self.step, "x": x, **metrics[row]})
+            if sink:
+                sink(model, x, metrics[row])
+        event = EvalEvent(epoch, self.step, x, list(self.active), metrics, self.stack, self.results)
+        for hook in self.hooks:
+            for model, status in hook.on_eval(event).items():
+                stops.setdefault(model, (status, self.step))
+        self.stop(stops)
+        self.reset_running()
+        return {"loss": metrics[0]["running_loss"]} if metrics and "running_loss" in metrics[0] else {}
+
+    def stop(self, stops: Mapping[int, tuple[Status, int]]) -> None:
+        """End the models in `stops` (weights written back) and go on with the others."""
+        if not stops:
+            return
+        for row, model in enumerate(self.active):
+            if model in stops:
+                self.results[model].status, self.results[model].stop_step = stops[model]
+                _write_back(self.models[model], self.stack.state_dict(row))
+        rows = torch.tensor([r for r, m in enumerate(self.active) if m not in stops], device=self.device)
+        self.active = [m for m in self.active if m not in stops]
+        if self.active:
+            self.optimizer = self.stack.keep(rows, self.optimizer, self.spec)
+            self.first_bad = self.first_bad[rows]
+            self.order = self.order if self.order is None else self.order[rows]
+            for hook in self.hooks:
+                hook.keep(rows)
+
+    def finish(self) -> list[ModelResult]:
+        """The models still training when the budget ran out: weights written back."""
+        for row, model in enumerate(self.active):
+            _write_back(self.models[model], self.stack.state_dict(row))
+            self.results[model].stop_step = self.step
+        return self.results
+
+
 def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: Sequence[int],
           evals: Mapping[str, Split] | None = None, ctx: RunContext | None = None,
           sink: Callable[[int, int, dict[str, float]], None] | None = None,
-          on_eval: Callable[[EvalEvent], Iterable[int] | None] | None = None) -> list[ModelResult]:
+          hooks: Sequence[Hook] = ()) -> list[ModelResult]:
     """Train `models` (same shape when more than one) on `data`; write the final weights back
     into them and return one result per model.
 
-    Metrics at each evaluation, per model: `train_loss` / `train_acc` = mean over the
-    mini-batches since the previous evaluation (at the weights as they moved), and
+    Metrics at each evaluation, per model: `running_loss` / `running_acc` = mean over the
+    mini-batches since the previous evaluation (each at the weights before its step), and
     `<name>_loss` / `<name>_acc` for each split in `evals` at the current weights. `sink(model,
-    x, metrics)` receives them; `on_eval` may return indices of models to stop. A model whose
-    mini-batch loss turns NaN/inf (or exceeds `spec.diverge_above`) is stopped as `diverged`
-    with the step it happened at; the others go on.
+    x, metrics)` receives them. A model whose mini-batch loss turns NaN/inf (or that a hook's
+    `diverges` flags) is stopped as `diverged` with the step it happened at; a hook's
+    `on_eval` may stop others; the rest go on.
     """
     ctx = ctx or RunContext()
     evals = evals or {}
-    device = data.x.device
-    scale = _lr_scale(spec, len(models), device)
-    stack = ModelStack(models)
-    optimizer = make_optimizer(spec.optimizer, stack.params.values(), spec.lr, spec.momentum)
-    results = [ModelResult() for _ in models]
-    active = list(range(len(models)))
-    generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     n = len(data)
     batch = min(spec.batch_size or n, n)
     steps_per_epoch = math.ceil(n / batch)
@@ -224,130 +368,108 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
     epochs = spec.epochs or math.ceil(spec.max_steps / steps_per_epoch)
     max_steps = min(spec.max_steps or steps_per_epoch * epochs, steps_per_epoch * epochs)
     total = epochs if spec.eval_unit == "epoch" else max_steps
-
-    running = torch.zeros(len(models), device=device)
-    running_acc = torch.zeros(len(models), device=device)
-    since = 0
-    first_bad = torch.full((len(models),), -1, dtype=torch.long, device=device)
-    records: dict[str, list[Tensor]] = {key: [] for key in spec.record_steps}
-    best = [math.inf] * len(models)
-    stale = [0] * len(models)
-    step = 0
-    order: Tensor | None = None  # this epoch's data order, one row per active model
+    run = _Training(models, data, spec, seeds, hooks)
 
     def evaluate(epoch: int) -> None:
-        nonlocal optimizer, since, running, running_acc, first_bad, active, scale, order
-        x = epoch if spec.eval_unit == "epoch" else step
-        values: dict[str, Tensor] = {}
-        if since:  # the mini-batches seen since the last evaluation
-            values["train_loss"] = running / since
-            if spec.loss == "cross_entropy":
-                values["train_acc"] = running_acc / since
-        for name, split in evals.items():
-            values[f"{name}_loss"], acc = stack.evaluate(split, spec.loss, spec.eval_chunk)
-            if spec.loss == "cross_entropy":
-                values[f"{name}_acc"] = acc
-        host = {k: v.tolist() for k, v in values.items()}
-        bad = first_bad.tolist()
-        series = {k: torch.stack(v).T.tolist() for k, v in records.items() if v}
-        metrics = []
-        stop: set[int] = set()
-        for row, model in enumerate(active):
-            m = {k: v[row] for k, v in host.items() if math.isfinite(v[row])}
-            metrics.append(m)
-            result = results[model]
-            for key, values_row in series.items():
-                result.steps.setdefault(key, []).extend(values_row[row])
-            if bad[row] >= 0:
-                result.status, result.stop_step = "diverged", bad[row]
-                stop.add(model)
-                continue
-            result.history.append({"epoch": epoch, "step": step, "x": x, **m})
-            if sink:
-                sink(model, x, m)
-            if spec.converge_tol is not None and "train_loss" in m:
-                loss = m["train_loss"]
-                if loss < best[model] * (1 - spec.converge_tol):
-                    best[model], stale[model] = loss, 0
-                else:
-                    stale[model] += 1
-                    if stale[model] >= spec.converge_patience:
-                        result.status, result.stop_step = "converged", step
-                        stop.add(model)
-        for key in records:
-            records[key] = []
-        event = EvalEvent(epoch, step, x, list(active), metrics, stack)
-        requested = (on_eval(event) or ()) if on_eval else ()
-        for model in requested:
-            if model not in stop:
-                results[model].status, results[model].stop_step = "stopped", step
-                stop.add(model)
-        shown = {"loss": metrics[0]["train_loss"]} if metrics and "train_loss" in metrics[0] else {}
-        ctx.advance(min(x, total), total, **shown)
-        if stop:
-            for row, model in enumerate(active):
-                if model in stop:
-                    _write_back(models[model], stack.state_dict(row))
-            rows = torch.tensor([r for r, m in enumerate(active) if m not in stop], device=device)
-            active = [m for m in active if m not in stop]
-            if active:
-                optimizer = stack.keep(rows, optimizer, spec)
-                first_bad = first_bad[rows]
-                scale = scale if scale is None else scale[rows]
-                order = order if order is None else order[rows]
-        running = torch.zeros(len(active), device=device)
-        running_acc = torch.zeros(len(active), device=device)
-        since = 0
+        shown = run.evaluate(epoch, evals, sink)
+        ctx.advance(min(epoch if spec.eval_unit == "epoch" else run.step, total), total, **shown)
 
     ctx.advance(0, total)
     if spec.eval_at_start:
         evaluate(0)
     epoch = 0
-    while active and step < max_steps:
+    while run.active and run.step < max_steps:
         epoch += 1
         if batch < n:
-            order = torch.stack([torch.randperm(n, generator=generators[m], device=device)
-                                 for m in active])
+            run.shuffle()
         for start in range(0, n, batch):
-            if batch < n:
-                idx = order[:, start:start + batch]
-                xb, yb = _rows(data.x, idx), _rows(data.y, idx)
-            else:
-                xb = data.x.expand(len(active), *data.x.shape)
-                yb = data.y.expand(len(active), *data.y.shape)
-            out = stack.forward(xb)
-            losses = per_model_loss(spec.loss, out, yb)
-            optimizer.zero_grad(set_to_none=True)
-            (losses if scale is None else losses * scale).sum().backward()
-            optimizer.step()
-            step += 1
-            detached = losses.detach()
-            running += detached
-            if spec.loss == "cross_entropy":
-                running_acc += per_model_accuracy(out.detach(), yb)
-            since += 1
-            bad = ~torch.isfinite(detached)
-            if spec.diverge_above is not None:
-                bad |= detached > spec.diverge_above
-            first_bad = torch.where((first_bad < 0) & bad, step, first_bad)
-            if "step_loss" in records:
-                records["step_loss"].append(detached)
-            if "grad_norm" in records:
-                norms = grad_norms(stack.params)
-                records["grad_norm"].append(norms if scale is None else norms / scale)
-            if step >= max_steps:
+            run.take_step(*run.batch(start, batch))
+            if run.step >= max_steps:
                 break
-            if spec.eval_unit == "step" and step % spec.eval_every == 0:
+            if spec.eval_unit == "step" and run.step % spec.eval_every == 0:
                 evaluate(epoch)
-                if not active:
+                if not run.active:
                     break
-        if active and (step >= max_steps or (spec.eval_unit == "epoch"
-                                             and epoch % spec.eval_every == 0)):
+        if run.active and (run.step >= max_steps or (spec.eval_unit == "epoch"
+                                                     and epoch % spec.eval_every == 0)):
             evaluate(epoch)
-    for row, model in enumerate(active):
-        _write_back(models[model], stack.state_dict(row))
-        results[model].stop_step = step
-    return results
+    return run.finish()
+
+
+class LearningRates(Hook):
+    """Model i trains at `lr * rates[i]`: its loss is scaled by `rates[i]` before the backward
+    pass. Exact for the optimizers whose step is linear in the gradient (sgd, momentum): train
+    with `lr=1` and the rates here."""
+
+    def __init__(self, rates: Sequence[float], optimizer: str, device: torch.device | str) -> None:
+        if optimizer not in ("sgd", "momentum"):
+            raise ValueError(f"per-model rates need a linear optimizer (sgd, momentum), not {optimizer!r}")
+        self.scale = torch.tensor(list(rates), dtype=torch.float32, device=device)
+
+    def objective(self, losses: Tensor) -> Tensor:
+        return losses * self.scale
+
+    def keep(self, rows: Tensor) -> None:
+        self.scale = self.scale[rows]
+
+
+class DivergesAbove(Hook):
+    """A mini-batch loss above `threshold` counts as diverged too: a loss that blew up by
+    orders of magnitude but stays finite (ReLU nets at huge rates explode, then die and sit at
+    a finite loss)."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def diverges(self, losses: Tensor) -> Tensor:
+        return losses > self.threshold
+
+
+class Convergence(Hook):
+    """The convergence rule of long fits: a model stops as `converged` when its `running_loss`
+    has not improved by the relative amount `tol` over `patience` evaluations."""
+
+    def __init__(self, tol: float, patience: int, n_models: int) -> None:
+        self.tol, self.patience = tol, patience
+        self.best = [math.inf] * n_models
+        self.stale = [0] * n_models
+
+    def on_eval(self, event: EvalEvent) -> dict[int, Status]:
+        done: dict[int, Status] = {}
+        for model, metrics in zip(event.active, event.metrics):
+            if event.results[model].status != "finished" or "running_loss" not in metrics:
+                continue
+            loss = metrics["running_loss"]
+            if loss < self.best[model] * (1 - self.tol):
+                self.best[model], self.stale[model] = loss, 0
+            else:
+                self.stale[model] += 1
+                if self.stale[model] >= self.patience:
+                    done[model] = "converged"
+        return done
+
+
+class StepRecords(Hook):
+    """Keeps, at every step, `step_loss` (each model's mini-batch loss) and/or `grad_norm` (the
+    2-norm of the gradient of what was backpropagated, over all parameters: an extra pass over
+    them) on the device; moved into `ModelResult.steps` at each evaluation."""
+
+    def __init__(self, keys: Iterable[Literal["step_loss", "grad_norm"]]) -> None:
+        self.records: dict[str, list[Tensor]] = {key: [] for key in keys}
+
+    def after_step(self, step: int, losses: Tensor, stack: ModelStack) -> None:
+        if "step_loss" in self.records:
+            self.records["step_loss"].append(losses)
+        if "grad_norm" in self.records:
+            self.records["grad_norm"].append(grad_norms(stack.params))
+
+    def on_eval(self, event: EvalEvent) -> dict[int, Status]:
+        for key, values in self.records.items():
+            if values:
+                for model, row in zip(event.active, torch.stack(values).T.tolist()):
+                    event.results[model].steps.setdefault(key, []).extend(row)
+            self.records[key] = []
+        return {}
 
 
 @contextmanager
@@ -362,17 +484,6 @@ def intra_op_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _lr_scale(spec: TrainSpec, n_models: int, device: torch.device) -> Tensor | None:
-    """The per-model learning-rate multipliers as a device tensor, checked against the spec."""
-    if spec.lr_scale is None:
-        return None
-    if spec.optimizer not in ("sgd", "momentum"):
-        raise ValueError(f"lr_scale needs a linear optimizer (sgd, momentum), not {spec.optimizer!r}")
-    if len(spec.lr_scale) != n_models:
-        raise ValueError(f"lr_scale has {len(spec.lr_scale)} entries for {n_models} models")
-    return torch.tensor(spec.lr_scale, dtype=torch.float32, device=device)
 
 
 def _rows(t: Tensor, idx: Tensor) -> Tensor:

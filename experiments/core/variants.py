@@ -8,7 +8,7 @@ schedule train together as one `vmap` ensemble.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,7 +18,7 @@ from experiments.core import plots
 from experiments.core.context import RunContext
 from experiments.core.data import Split
 from experiments.core.models import count_params
-from experiments.core.train import EvalEvent, ModelResult, TrainSpec, seeded, train
+from experiments.core.train import EvalEvent, Hook, ModelResult, Status, TrainSpec, seeded, train
 from experiments.tracking import Run, Tracker
 
 
@@ -50,17 +50,25 @@ class Outcome:
         return [r["x"] for r in rows], [r[key] for r in rows]
 
 
+GroupHooks = Callable[[Sequence["Variant"]], Sequence[Hook]]  # the hooks of one ensemble
+
+
 def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant], data: Split,
-                 spec: TrainSpec, *, evals: Mapping[str, Split] | None = None,
-                 together: bool = False,
-                 on_eval: Callable[[EvalEvent], Any] | None = None) -> list[Outcome]:
-    """Train each variant (all at once when `together`; variants with their own `spec` train
-    together per equal spec), one child run each. `on_eval` sees (and may stop) models by
-    their index in `variants`, whichever ensemble they train in."""
+                 spec: TrainSpec | None = None, *, evals: Mapping[str, Split] | None = None,
+                 together: bool = False, hooks: GroupHooks | None = None,
+                 on_eval: Callable[[EvalEvent], Iterable[int] | None] | None = None) -> list[Outcome]:
+    """Train each variant on its own schedule (`Variant.spec`, else the shared `spec`), one
+    child run each; with `together`, the variants of one schedule train at once as one
+    ensemble. `hooks(group)` makes the hooks of each ensemble (per-model state sized to the
+    group); `on_eval` sees (and may stop) models by their index in `variants`, whichever
+    ensemble they train in."""
     device = data.x.device
+    schedules = [v.spec or spec for v in variants]
+    if None in schedules:
+        raise ValueError("a variant without its own spec needs the shared spec")
     groups: list[list[int]] = []
-    for i, v in enumerate(variants):  # together: one ensemble per distinct schedule
-        same = (next((g for g in groups if variants[g[0]].spec == v.spec), None)
+    for i, schedule in enumerate(schedules):  # together: one ensemble per distinct schedule
+        same = (next((g for g in groups if schedules[g[0]] == schedule), None)
                 if together else None)
         if same is None:
             groups.append([i])
@@ -73,18 +81,14 @@ def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant],
         runs = [tracker.child(v.name, {"n_params": count_params(m), "seed": v.seed, **v.params})
                 for v, m in zip(group, models)]
         label = group[0].name if len(group) == 1 else f"{len(group)} models together"
-        group_spec = group[0].spec or spec  # a group trained together shares one schedule
         ctx.begin(label, index, len(groups))
 
         def sink(model: int, x: int, metrics: dict[str, float], runs: list[Run] = runs) -> None:
             runs[model].log(metrics, step=x)
 
-        def hook(event: EvalEvent, ids: list[int] = ids) -> list[int]:
-            stops = on_eval(replace(event, active=[ids[m] for m in event.active])) if on_eval else ()
-            return [ids.index(m) for m in stops or ()]
-
-        results = train(models, data, group_spec, seeds=[v.seed for v in group], evals=evals, ctx=ctx,
-                        sink=sink, on_eval=hook)
+        own = [*(hooks(group) if hooks else ()), *([_ByVariant(on_eval, ids)] if on_eval else ())]
+        results = train(models, data, schedules[ids[0]], seeds=[v.seed for v in group], evals=evals,
+                        ctx=ctx, sink=sink, hooks=own)
         for variant, run, model, result in zip(group, runs, models, results):
             tags: dict[str, Any] = {"status": result.status}
             if result.status == "diverged":
@@ -98,6 +102,18 @@ def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant],
     return outcomes
 
 
+class _ByVariant(Hook):
+    """An `on_eval` callback that knows models by their index in the variant list, as a hook
+    of the ensemble holding the variants `ids`: what it returns is stopped."""
+
+    def __init__(self, on_eval: Callable[[EvalEvent], Iterable[int] | None], ids: list[int]) -> None:
+        self.callback, self.ids = on_eval, ids
+
+    def on_eval(self, event: EvalEvent) -> dict[int, Status]:
+        stops = self.callback(replace(event, active=[self.ids[m] for m in event.active]))
+        return {self.ids.index(m): "stopped" for m in stops or ()}
+
+
 def series(outcomes: Sequence[Outcome], key: str) -> dict[str, tuple[list[float], list[float]]]:
     """{variant name: (x, values)} of one metric, the form `plots.lines` takes."""
     return {o.variant.name: o.series(key) for o in outcomes}
@@ -105,14 +121,15 @@ def series(outcomes: Sequence[Outcome], key: str) -> dict[str, tuple[list[float]
 
 def log_train_test_figures(tracker: Tracker, outcomes: Sequence[Outcome], *, title: str,
                            xlabel: str = "epoch", label: Callable[[Outcome], str] | None = None,
-                           suffix: str = "") -> None:
+                           suffix: str = "", train: str = "train") -> None:
     """The figures `loss<suffix>` and `accuracy<suffix>`: train and test panels of the metric,
     one curve per outcome (named by `label`, default the variant's name); `title` may hold
-    `{metric}`."""
+    `{metric}`. The train panel draws `<train>_loss`: `train` (a full pass over the training
+    split) or `running` (the mean of the mini-batches between evaluations)."""
     name = label or (lambda o: o.variant.name)
     for metric, figure, logy in (("loss", "loss", True), ("acc", "accuracy", False)):
         grid = {f"{split} {metric}": {name(o): o.series(f"{split}_{metric}") for o in outcomes}
-                for split in ("train", "test")}
+                for split in (train, "test")}
         tracker.figure(plots.panels(grid, xlabel=xlabel, ylabel=metric, logy=logy, columns=2,
                                     sharey=True, title=title.format(metric=metric)),
                        figure + suffix)

@@ -16,7 +16,7 @@ from torch import nn
 
 from experiments.core import plots
 from experiments.core.context import RunContext
-from experiments.core.data import Split, load_dataset
+from experiments.core.data import Split, dataset_for
 from experiments.core.models import classifier
 from experiments.core.train import EvalEvent, ModelStack, Params, TrainSpec
 from experiments.core.variants import Outcome, Variant, run_variants
@@ -59,19 +59,19 @@ class EarlyStopping:
         return [model] if self.stale >= self.patience else []
 
 
-def evaluate(model: nn.Module, splits: dict[str, Split], chunk: int) -> dict[str, float]:
+def evaluate(model: nn.Module, splits: dict[str, Split]) -> dict[str, float]:
     """Loss and accuracy of `model` on each split, through the training loop's own evaluation
     (so the restored model's validation loss reproduces the recorded best one bit for bit)."""
     stack = ModelStack([model])
     out: dict[str, float] = {}
     for name, split in splits.items():
-        loss, acc = stack.evaluate(split, "cross_entropy", chunk)
+        loss, acc = stack.evaluate(split, "cross_entropy")
         out[f"{name}_loss"], out[f"{name}_acc"] = loss.item(), acc.item()
     return out
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    data = dataset_for(config, ctx.device)
     fit, val = holdout(data.train, config.validation, config.seed)
     variant = Variant(f"mlp-{'x'.join(map(str, config.hidden))}",
                       lambda: classifier(data, config.hidden, config.activation),
@@ -80,17 +80,15 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
                                     "optimizer": config.optimizer, "patience": config.patience,
                                     "eval_every": config.eval_every, "fit_size": len(fit),
                                     "validation_size": len(val)})
-    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=None, max_steps=config.steps, eval_every=config.eval_every, eval_unit="step")
     stopper = EarlyStopping(config.patience, config.min_delta)
-    (outcome,) = run_variants(tracker, ctx, [variant], fit, spec,
+    (outcome,) = run_variants(tracker, ctx, [variant], fit, TrainSpec.of(config),
                               evals={"val": val, "test": data.test}, on_eval=stopper)
     if stopper.best_state is None:
         raise RuntimeError("no finite validation loss was ever measured: nothing to restore "
                            f"(status {outcome.result.status}); lower the learning rate")
     last = {k: v.detach().clone() for k, v in outcome.model.state_dict().items()}
     outcome.model.load_state_dict(stopper.best_state)
-    restored = evaluate(outcome.model, {"fit": fit, "val": val, "test": data.test}, spec.eval_chunk)
+    restored = evaluate(outcome.model, {"fit": fit, "val": val, "test": data.test})
     tracker.snapshots({"best": stopper.best_state, "last": last})
     facts = {"best_step": stopper.best_step, "best_val_loss": stopper.best_loss,
              "stop_step": outcome.result.stop_step or 0,
@@ -110,7 +108,7 @@ def figures(outcome: Outcome, stopper: EarlyStopping, tracker: Tracker) -> None:
              "stopped" if stopped else "budget spent": float(stop)}
     for metric, ylabel in (("loss", "cross-entropy"), ("acc", "accuracy")):
         curves = {name: outcome.series(f"{key}_{metric}")
-                  for name, key in (("train (mini-batches)", "train"), ("validation", "val"),
+                  for name, key in (("train (mini-batches)", "running"), ("validation", "val"),
                                     ("test", "test"))}
         x, values = curves["validation"]
         best = values[x.index(stopper.best_step)] if stopper.best_step in x else math.nan

@@ -15,7 +15,7 @@ from experiments.core import measures, plots
 from experiments.core.context import RunContext
 from experiments.core.data import target_function
 from experiments.core.models import mlp, widths_for_budget
-from experiments.core.train import TrainSpec
+from experiments.core.train import Convergence, TrainSpec
 from experiments.core.variants import Outcome, Variant, run_variants, series
 from experiments.function_fit.config import Config
 from experiments.tracking import Tracker
@@ -47,12 +47,12 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
                 seed=config.seed, params={"depth": len(widths), "widths": widths})
         for widths in hidden_widths(config)
     ]
-    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, epochs=config.epochs,
-                     loss="mse", eval_every=config.eval_every, converge_tol=config.converge_tol,
-                     converge_patience=config.converge_patience)
-    outcomes = run_variants(tracker, ctx, variants, data, spec)
+    spec = TrainSpec.of(config, loss="mse", eval_every=config.eval_every)
+    outcomes = run_variants(tracker, ctx, variants, data, spec, hooks=lambda group: [
+        Convergence(config.converge_tol, config.converge_patience, len(group))])
 
-    tracker.figure(plots.lines(series(outcomes, "train_loss"), xlabel="epoch", ylabel="MSE",
+    tracker.figure(plots.lines(series(outcomes, "running_loss"), xlabel="epoch",
+                               ylabel="MSE (mean of the full-batch steps since the last point)",
                                title=f"{config.target}: training loss", logy=True), "loss")
     collapsed = {o.variant.name: log_dead_units(o, data.x) for o in outcomes
                  if config.activation == "relu"}

@@ -14,7 +14,7 @@ from experiments.core import plots
 from experiments.core.context import RunContext
 from experiments.core.data import Split, load_dataset, target_function
 from experiments.core.models import classifier, mlp
-from experiments.core.train import TrainSpec
+from experiments.core.train import StepRecords, TrainSpec
 from experiments.core.variants import Outcome, Variant, run_variants
 from experiments.gradient_norm.config import Config
 from experiments.tracking import Tracker
@@ -33,11 +33,9 @@ class Task:
 
 
 def recorded_spec(config: Config, loss: str, steps: int, batch: int | None) -> TrainSpec:
-    """`steps` iterations with the per-step loss and gradient norm recorded."""
-    return TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=batch,
-                     epochs=None, max_steps=steps, loss=loss,
-                     eval_unit="step", eval_every=max(1, steps // EVALUATIONS),
-                     record_steps=("step_loss", "grad_norm"))
+    """`steps` iterations of `batch` (None: full batch), evaluated ~`EVALUATIONS` times."""
+    return TrainSpec.of(config, batch_size=batch, epochs=None, max_steps=steps, loss=loss,
+                        eval_unit="step", eval_every=max(1, steps // EVALUATIONS))
 
 
 def tasks(config: Config, device: str) -> list[Task]:
@@ -77,7 +75,8 @@ def log_steps(outcome: Outcome) -> tuple[list[int], list[float], list[float]]:
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     for task in tasks(config, ctx.device):
-        (outcome,) = run_variants(tracker, ctx, [task.variant], task.data, task.spec)
+        (outcome,) = run_variants(tracker, ctx, [task.variant], task.data, task.spec,
+                                  hooks=lambda group: [StepRecords(("step_loss", "grad_norm"))])
         steps, losses, norms = log_steps(outcome)
         kind = "MSE" if task.spec.loss == "mse" else "cross-entropy"
         batch = "full batch" if task.spec.batch_size is None else f"batch {task.spec.batch_size}"

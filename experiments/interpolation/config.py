@@ -7,15 +7,15 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from experiments.core.config import (
+    COURSE_MLP,
     BatchSize,
-    DatasetName,
+    DatasetConfig,
     Epochs,
-    ExperimentConfig,
     LearningRate,
     OptimizerName,
-    TestSubset,
     TrainSubset,
     Width,
+    hidden_widths,
 )
 
 NAME = "interpolation"
@@ -31,7 +31,7 @@ class Approach(BaseModel):
     lr: LearningRate = 1e-3
 
 
-class Config(ExperimentConfig):
+class Config(DatasetConfig):
     """Train m1 and m2 with two approaches (default batch size 64 vs 1024; preset `lr`:
     learning rate 1e-3 vs 1e-2), from the same initialisation unless `same_init` is off, and
     save both as snapshots; then evaluate θ(α) = (1−α)·θ1 + α·θ2 for α from `alpha_min` to
@@ -39,8 +39,7 @@ class Config(ExperimentConfig):
     scale) and accuracy vs α on one figure. On the parent run the metrics `interp_*` carry
     step = round(100·α)."""
 
-    dataset: DatasetName = "mnist"
-    hidden: list[Width] = Field(default_factory=lambda: [256, 256, 256], min_length=1, max_length=8)
+    hidden: list[Width] = hidden_widths(COURSE_MLP)
     approaches: list[Approach] = Field(
         default_factory=lambda: [Approach(batch_size=64), Approach(batch_size=1024)],
         min_length=2, max_length=2, description="m1's and m2's training")
@@ -52,8 +51,6 @@ class Config(ExperimentConfig):
     alpha_step: float = Field(0.1, ge=0.01, le=1.0)
     eval_subset: TrainSubset | None = Field(
         10_000, description="first N training examples for the train loss along the line")
-    train_subset: TrainSubset | None = None
-    test_subset: TestSubset | None = None
 
     PRESETS: ClassVar = {
         "quick": {"epochs": 1, "train_subset": 2000, "test_subset": 1000, "eval_subset": 1000,

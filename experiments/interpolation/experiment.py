@@ -11,7 +11,7 @@ import torch
 
 from experiments.core import measures, plots
 from experiments.core.context import RunContext
-from experiments.core.data import load_dataset
+from experiments.core.data import dataset_for
 from experiments.core.models import classifier
 from experiments.core.train import TrainSpec
 from experiments.core.variants import Variant, run_variants
@@ -28,17 +28,15 @@ def alpha_grid(config: Config) -> list[float]:
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    data = dataset_for(config, ctx.device)
     variants = [
         Variant(f"m{i + 1}-bs{a.batch_size}-lr{a.lr:g}",
                 lambda: classifier(data, config.hidden),
                 config.seed if config.same_init else config.seed + i,
                 {"batch_size": a.batch_size, "lr": a.lr, "hidden": config.hidden},
-                spec=TrainSpec(optimizer=config.optimizer, lr=a.lr, batch_size=a.batch_size,
-                               epochs=config.epochs))
+                spec=TrainSpec.of(config, lr=a.lr, batch_size=a.batch_size))
         for i, a in enumerate(config.approaches)]
-    m1, m2 = run_variants(tracker, ctx, variants, data.train, variants[0].spec,
-                          evals={"test": data.test})
+    m1, m2 = run_variants(tracker, ctx, variants, data.train, evals={"test": data.test})
     first, second = m1.model.state_dict(), m2.model.state_dict()
     tracker.snapshots({"m1": first, "m2": second})
 

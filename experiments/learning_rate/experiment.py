@@ -14,12 +14,13 @@ rate after another.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 from experiments.core import plots
 from experiments.core.context import RunContext
-from experiments.core.data import Dataset, load_dataset
+from experiments.core.data import Dataset, dataset_for
 from experiments.core.models import classifier
-from experiments.core.train import TrainSpec
+from experiments.core.train import DivergesAbove, Hook, LearningRates, TrainSpec
 from experiments.core.variants import Outcome, Variant, log_train_test_figures, run_variants
 from experiments.learning_rate.config import Config
 from experiments.tracking import Tracker
@@ -27,12 +28,20 @@ from experiments.tracking import Tracker
 LINEAR = ("sgd", "momentum")  # optimizers whose step is proportional to the learning rate
 
 
-def schedule(config: Config, lr: float = 1.0, scale: list[float] | None = None) -> TrainSpec:
+def schedule(config: Config, lr: float = 1.0) -> TrainSpec:
     """`steps` steps of `batch_size`, evaluated every `eval_every` steps."""
-    return TrainSpec(optimizer=config.optimizer, lr=lr, batch_size=config.batch_size,
-                     epochs=None, max_steps=config.steps,
-                     eval_every=config.eval_every, eval_unit="step", lr_scale=scale,
-                     diverge_above=config.diverge_loss)
+    return TrainSpec.of(config, lr=lr)
+
+
+def hooks(config: Config, device: str) -> Callable[[Sequence[Variant]], list[Hook]]:
+    """Per ensemble: the rates of its variants (when they train together at base rate 1) and
+    the loss above which a rate counts as diverged."""
+    def make(group: Sequence[Variant]) -> list[Hook]:
+        found: list[Hook] = [DivergesAbove(config.diverge_loss)] if config.diverge_loss else []
+        if config.optimizer in LINEAR:
+            found.append(LearningRates([v.params["lr"] for v in group], config.optimizer, device))
+        return found
+    return make
 
 
 def variants(config: Config, data: Dataset) -> list[Variant]:
@@ -48,16 +57,15 @@ def variants(config: Config, data: Dataset) -> list[Variant]:
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
-    shared = schedule(config, scale=list(config.rates)) if config.optimizer in LINEAR else None
-    outcomes = run_variants(tracker, ctx, variants(config, data), data.train,
-                            shared or schedule(config), evals={"test": data.test}, together=True)
+    data = dataset_for(config, ctx.device)
+    outcomes = run_variants(tracker, ctx, variants(config, data), data.train, schedule(config),
+                            evals={"test": data.test}, together=True, hooks=hooks(config, ctx.device))
     diverged = [o for o in outcomes if o.result.status == "diverged"]
     figures(outcomes, tracker, math.log(data.n_classes), config.diverge_loss)
     tracker.table("final", [{"lr": o.variant.params["lr"], "status": o.result.status,
                              "stop_step": o.result.stop_step,
                              **{k: o.final.get(k, math.nan)
-                                for k in ("train_loss", "train_acc", "test_loss", "test_acc")}}
+                                for k in ("running_loss", "running_acc", "test_loss", "test_acc")}}
                             for o in outcomes])
     finished = [o for o in outcomes if o.result.status != "diverged"] or outcomes
     best = max(finished, key=lambda o: o.final.get("test_acc", -1.0))
@@ -80,7 +88,7 @@ def divergence_marks(outcomes: list[Outcome], initial: float) -> dict[str, tuple
     marks = {}
     for o in outcomes:
         if o.result.status == "diverged":
-            losses = o.series("train_loss")[1]
+            losses = o.series("running_loss")[1]
             marks[legend(o)] = (float(o.result.stop_step or 0), losses[-1] if losses else initial)
     return marks
 
@@ -89,18 +97,18 @@ def figures(outcomes: list[Outcome], tracker: Tracker, initial: float,
             diverge_loss: float | None) -> None:
     """All loss curves with the diverged rates marked; train/test loss and accuracy panels;
     final accuracy against the rate."""
-    tracker.figure(plots.lines({legend(o): o.series("train_loss") for o in outcomes}, xlabel="step",
+    tracker.figure(plots.lines({legend(o): o.series("running_loss") for o in outcomes}, xlabel="step",
                                ylabel="training loss (mean of the mini-batches since the last point)",
                                logy=True, markers=divergence_marks(outcomes, initial),
                                title="training loss per learning rate (✗ = diverged: NaN/inf"
                                      + (f" or > {diverge_loss:g})" if diverge_loss else ")")),
                    "loss_diverged_marked")
-    log_train_test_figures(tracker, outcomes, xlabel="step", label=legend,
+    log_train_test_figures(tracker, outcomes, xlabel="step", label=legend, train="running",
                            title="{metric} per learning rate")
     kept = [o for o in outcomes if o.result.status != "diverged"]
     rates = [o.variant.params["lr"] for o in kept]
     finals = {f"final {s} acc": (rates, [o.final.get(f"{s}_acc", math.nan) for o in kept])
-              for s in ("train", "test")}
+              for s in ("running", "test")}
     marks = {f"lr {o.variant.params['lr']:g} diverged": (o.variant.params["lr"], 0.0)
              for o in outcomes if o.result.status == "diverged"}
     tracker.figure(plots.lines(finals, xlabel="learning rate (log)", ylabel="accuracy", logx=True,

@@ -244,8 +244,7 @@ def study(config: Config, tracker: Tracker, ctx: RunContext) -> None:
 
     ctx.begin("phase 1: loss", 0, stages)
     clock = time.perf_counter()
-    train(models, data, TrainSpec(optimizer=config.optimizer, lr=config.lr, epochs=config.epochs,
-                                  loss="mse", eval_every=max(1, config.epochs // 20)),
+    train(models, data, TrainSpec.of(config, loss="mse", eval_every=max(1, config.epochs // 20)),
           seeds=seeds, ctx=ctx)
     seconds = {"phase1_seconds": time.perf_counter() - clock}
     layout = FlatLayout(models[0])

@@ -7,15 +7,8 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from experiments.core.config import (
-    BatchSize,
-    DatasetName,
     Distinct,
-    Epochs,
-    ExperimentConfig,
-    LearningRate,
-    OptimizerName,
-    TestSubset,
-    TrainSubset,
+    SupervisedConfig,
     Width,
 )
 
@@ -23,22 +16,15 @@ NAME = "param-count"
 TITLE = "HW1-3 Generalization: number of parameters vs generalization"
 
 
-class Config(ExperimentConfig):
+class Config(SupervisedConfig):
     """Train one family of MLPs (`depth` hidden layers, all of one width) at every width in
     `widths` — by default 10 widths whose parameter counts span ~1.6 k to ~0.8 M — under the
     same schedule; final train and test loss and accuracy (at the final weights) of each,
     plotted against the number of parameters on a log axis."""
 
-    dataset: DatasetName = "mnist"
     widths: Annotated[list[Width], Distinct] = Field(
         default_factory=lambda: [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], min_length=2,
         max_length=16)
     depth: int = Field(1, ge=1, le=4, description="hidden layers, each `width` wide")
-    optimizer: OptimizerName = "adam"
-    lr: LearningRate = 1e-3
-    batch_size: BatchSize = 128
-    epochs: Epochs = 10
-    train_subset: TrainSubset | None = None
-    test_subset: TestSubset | None = None
 
     PRESETS: ClassVar = {"quick": {"epochs": 2, "train_subset": 2000, "test_subset": 1000}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from experiments.core import plots
 from experiments.core.context import RunContext
-from experiments.core.data import load_dataset
+from experiments.core.data import dataset_for
 from experiments.core.models import classifier, count_params
 from experiments.core.train import TrainSpec
 from experiments.core.variants import Variant, run_variants
@@ -18,14 +18,12 @@ from experiments.tracking import Tracker
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    data = dataset_for(config, ctx.device)
     variants = [Variant(f"width-{w}", lambda w=w: classifier(data, [w] * config.depth),
                         config.seed, {"width": w, "depth": config.depth})
                 for w in sorted(config.widths)]
-    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=config.epochs)
     # "train" at each epoch's end weights, so the final train loss is the final model's
-    outcomes = run_variants(tracker, ctx, variants, data.train, spec,
+    outcomes = run_variants(tracker, ctx, variants, data.train, TrainSpec.of(config),
                             evals={"train": data.train, "test": data.test})
 
     n_params = [count_params(o.model) for o in outcomes]

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from experiments.core import plots
 from experiments.core.context import RunContext
-from experiments.core.data import Split, load_dataset
+from experiments.core.data import Split, dataset_for
 from experiments.core.models import classifier
 from experiments.core.train import TrainSpec
 from experiments.core.variants import Variant, run_variants
@@ -33,17 +33,15 @@ def shuffle_labels(y: Tensor, fraction: float, seed: int) -> Tensor:
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    data = dataset_for(config, ctx.device)
     labels = shuffle_labels(data.train.y, config.fraction, config.seed)
     train = Split(data.train.x, labels)
     name = f"mlp-{'x'.join(map(str, config.hidden))}"
     variant = Variant(name, lambda: classifier(data, config.hidden), config.seed,
                       {"hidden": config.hidden, "fraction": config.fraction})
-    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=config.epochs)
-    # "train" is evaluated at each epoch's end weights on the shuffled labels (overriding the
-    # running mini-batch mean), "test" on the true test labels
-    (outcome,) = run_variants(tracker, ctx, [variant], train, spec,
+    # "train" is evaluated at each epoch's end weights on the shuffled labels, "test" on the
+    # true test labels
+    (outcome,) = run_variants(tracker, ctx, [variant], train, TrainSpec.of(config),
                               evals={"train": train, "test": data.test})
 
     title = f"{config.dataset}, {config.fraction:.0%} of labels shuffled"

@@ -8,37 +8,25 @@ from pydantic import Field
 
 from experiments.core.config import (
     BatchSize,
-    DatasetName,
-    Epochs,
-    ExperimentConfig,
-    LearningRate,
-    OptimizerName,
-    TestSubset,
-    TrainSubset,
+    SupervisedConfig,
 )
 
 NAME = "task-fit"
 TITLE = "HW1-1 Deep vs shallow: train on an actual task"
 
 
-class Config(ExperimentConfig):
+class Config(SupervisedConfig):
     """Train shallow and deep models (CNN or DNN) with about the same number of parameters on
     MNIST or CIFAR-10; compare loss and accuracy per epoch, train and test. Each depth is a
     count of conv layers (CNN, channels from `conv_channels`) or of hidden layers (DNN); the
     remaining widths are solved so every model has `param_budget` parameters within 1%."""
 
-    dataset: DatasetName = "mnist"
     family: Literal["cnn", "mlp"] = "cnn"
     depths: list[Annotated[int, Field(ge=1, le=6)]] = Field(
         default_factory=lambda: [1, 3], min_length=1, max_length=6)
     conv_channels: list[Annotated[int, Field(ge=1, le=512)]] = Field(
         default_factory=lambda: [8, 16, 32], min_length=1, max_length=6)
     param_budget: int = Field(60_000, ge=1_000, le=20_000_000)
-    optimizer: OptimizerName = "adam"
-    lr: LearningRate = 1e-3
     batch_size: BatchSize = 64
-    epochs: Epochs = 10
-    train_subset: TrainSubset | None = None
-    test_subset: TestSubset | None = None
 
     PRESETS: ClassVar = {"quick": {"epochs": 2, "train_subset": 5000, "test_subset": 2000}}

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from torch import nn
 
 from experiments.core.context import RunContext
-from experiments.core.data import load_dataset
+from experiments.core.data import dataset_for
 from experiments.core.models import cnn, cnn_features, mlp, widths_for_budget
 from experiments.core.train import TrainSpec
 from experiments.core.variants import Variant, log_train_test_figures, run_variants
@@ -36,16 +36,16 @@ def model_builder(config: Config, depth: int, in_shape: tuple[int, ...],
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    data = dataset_for(config, ctx.device)
     variants = []
     for depth in config.depths:
         build, params = model_builder(config, depth, data.input_shape, data.n_classes)
         variants.append(Variant(f"{config.family}-depth{depth}", build, config.seed,
                                 {"family": config.family, **params}))
-    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=config.epochs)
-    outcomes = run_variants(tracker, ctx, variants, data.train, spec, evals={"test": data.test})
+    outcomes = run_variants(tracker, ctx, variants, data.train, TrainSpec.of(config),
+                            evals={"test": data.test})
 
-    log_train_test_figures(tracker, outcomes, title=f"{config.dataset}: shallow vs deep")
+    log_train_test_figures(tracker, outcomes, title=f"{config.dataset}: shallow vs deep",
+                           train="running")
     best = max(outcomes, key=lambda o: o.final.get("test_acc", 0.0))
     tracker.summary({"best_test_acc": best.final.get("test_acc", 0.0)})

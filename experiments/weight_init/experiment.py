@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from experiments.core import measures, plots
 from experiments.core.context import RunContext
-from experiments.core.data import Dataset, Split, load_dataset
+from experiments.core.data import Dataset, Split, dataset_for
 from experiments.core.models import ACTIVATIONS, classifier, initialize
 from experiments.core.train import EvalEvent, TrainSpec
 from experiments.core.variants import Outcome, Variant, log_train_test_figures, run_variants
@@ -175,9 +175,7 @@ def train_activation(config: Config, activation: str, data: Dataset, tracker: Tr
     template = variants[0].build().to(ctx.device)  # the shape the recorder calls with each state
     recorder = LayerRecorder(template, activation, data.train.head(config.probe_size),
                              config.hist_samples, config.seed)
-    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=None, max_steps=config.steps, eval_every=config.eval_every,
-                     eval_unit="step", eval_at_start=True)
+    spec = TrainSpec.of(config, eval_at_start=True)
     outcomes = run_variants(tracker, ctx, variants, data.train, spec, evals={"test": data.test},
                             together=True, on_eval=recorder)
     records = {v.name: recorder.records[i] for i, v in enumerate(variants)}
@@ -189,14 +187,14 @@ def train_activation(config: Config, activation: str, data: Dataset, tracker: Tr
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    data = dataset_for(config, ctx.device)
     rows: list[dict[str, Any]] = []
     for activation in config.activations:
         outcomes, records = train_activation(config, activation, data, tracker, ctx)
         rows += [{"activation": activation, "init": o.variant.params["init_name"],
                   "status": o.result.status, **o.final} for o in outcomes]
         tracker.table("final", rows)  # rewritten after each activation: partial results show
-        log_train_test_figures(tracker, outcomes, xlabel="step", suffix=f"_{activation}",
+        log_train_test_figures(tracker, outcomes, xlabel="step", suffix=f"_{activation}", train="running",
                                label=lambda o: o.variant.params["init_name"],
                                title=f"{activation}: {{metric}} per initialization")
         tracker.figure(plots.panels(metric_panels(outcomes, records, "grad_norm/"), xlabel="step",

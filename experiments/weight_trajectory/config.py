@@ -9,13 +9,9 @@ from pydantic import Field, model_validator
 from experiments.core.config import (
     INPUT_SIZES,
     BatchSize,
-    DatasetName,
-    ExperimentConfig,
-    LearningRate,
-    OptimizerName,
-    TestSubset,
-    TrainSubset,
+    SupervisedConfig,
     Width,
+    hidden_widths,
     mlp_params,
 )
 
@@ -25,7 +21,7 @@ MAX_POINTS = 2000  # collected weight vectors, all held (on the CPU) for one PCA
 MAX_VALUES = 200_000_000  # points × parameters: 0.8 GB as float32, twice that in the PCA
 
 
-class Config(ExperimentConfig):
+class Config(SupervisedConfig):
     """Train the same MLP on MNIST `events` times from different seeds (the training events,
     trained together as one vmap ensemble unless `together` is false), keep the weights every
     `collect_every` epochs (epoch 0 included) as safetensors snapshots, and project them to 2-D
@@ -33,17 +29,11 @@ class Config(ExperimentConfig):
     and once for the whole model. Two figures, one colour per event, each point annotated with
     the test accuracy of those weights; a child run per event with its metric history."""
 
-    dataset: DatasetName = "mnist"
-    hidden: list[Width] = Field(default_factory=lambda: [128, 128], min_length=1, max_length=8,
-                                description="hidden widths of the MLP (course: 784-128-128-10)")
+    hidden: list[Width] = hidden_widths([128, 128], "hidden widths of the MLP (course: 784-128-128-10)")
     events: int = Field(8, ge=1, le=64, description="training events: seeds seed, seed+1, …")
     epochs: int = Field(24, ge=1, le=1000)
     collect_every: int = Field(3, ge=1, le=1000, description="epochs between collected weights")
-    optimizer: OptimizerName = "adam"
-    lr: LearningRate = 1e-3
     batch_size: BatchSize = 100
-    train_subset: TrainSubset | None = None
-    test_subset: TestSubset | None = None
     together: bool = Field(True, description="train the events as one vmap ensemble "
                                              "(false: one after the other, for comparison)")
 

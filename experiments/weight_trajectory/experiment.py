@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from experiments.core import plots
 from experiments.core.context import RunContext
-from experiments.core.data import load_dataset
+from experiments.core.data import dataset_for
 from experiments.core.measures import weight_pca
 from experiments.core.models import classifier
 from experiments.core.train import EvalEvent, Params, TrainSpec
@@ -76,7 +76,7 @@ def flat(points: list[Point], names: list[str]) -> Tensor:
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
-    data = load_dataset(config.dataset, ctx.device, config.train_subset, config.test_subset)
+    data = dataset_for(config, ctx.device)
 
     def build() -> nn.Module:
         return classifier(data, config.hidden)
@@ -84,8 +84,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     seeds = [config.seed + i for i in range(config.events)]
     variants = [Variant(f"event {i + 1}", build, s, {"event": i + 1, "hidden": config.hidden})
                 for i, s in enumerate(seeds)]
-    spec = TrainSpec(optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
-                     epochs=config.epochs, eval_at_start=True)  # epoch 0: the initial weights
+    spec = TrainSpec.of(config, eval_at_start=True)  # epoch 0: the initial weights
     collector = Collector(config.collect_every, config.epochs)
     start = time.perf_counter()
     # all events as one ensemble, or (`together=False`) one after the other

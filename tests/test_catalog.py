@@ -1,0 +1,122 @@
+"""The catalog as a whole: every experiment follows the folder convention, runs end to end at a
+tiny size, and logs only names the glossary defines; the project's modules import no cycle."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import experiments
+from experiments import catalog, glossary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each experiment at a size that runs in seconds (on top of its `quick` preset): what the
+# glossary test logs. A new experiment adds its row here.
+SMOKE: dict[str, dict] = {
+    "function-fit": {"epochs": 20, "n_points": 32, "models": [[8], [4, 4]], "eval_every": 5},
+    "task-fit": {"epochs": 1, "train_subset": 300, "test_subset": 200, "param_budget": 20_000},
+    "weight-trajectory": {"events": 2, "epochs": 2, "collect_every": 1, "train_subset": 200,
+                          "test_subset": 100, "hidden": [8], "batch_size": 50},
+    "gradient-norm": {"function_steps": 20, "mnist_steps": 10, "train_subset": 200, "n_points": 32,
+                      "function_hidden": [8], "mnist_hidden": [8]},
+    "minimal-ratio": {"repetitions": 3, "epochs": 50, "n_points": 32, "grad_norm_steps": 10,
+                      "second_order_steps": 5, "samples": 20},
+    "random-labels": {"epochs": 2, "train_subset": 200, "test_subset": 100, "hidden": [16]},
+    "param-count": {"epochs": 1, "train_subset": 200, "test_subset": 100, "widths": [2, 8]},
+    "interpolation": {"epochs": 1, "train_subset": 200, "test_subset": 100, "hidden": [16],
+                      "eval_subset": 100, "alpha_step": 0.5},
+    "sensitivity": {"epochs": 1, "train_subset": 200, "test_subset": 100, "hidden": [16],
+                    "measure_subset": 50, "batch_sizes": [32, 200], "jacobian": True},
+    "sharpness": {"epochs": 1, "train_subset": 200, "test_subset": 100, "hidden": [16],
+                  "measure_subset": 50, "batch_sizes": [32, 200]},
+    "weight-init": {"activations": ["tanh"], "variances": [1.0], "steps": 10, "eval_every": 5,
+                    "hidden": [8], "train_subset": 200, "test_subset": 100, "probe_size": 32,
+                    "hist_samples": 64},
+    "batch-size": {"batch_sizes": [50, "full"], "steps": 6, "eval_every": 3, "hidden": [8],
+                   "train_subset": 200, "test_subset": 100},
+    "learning-rate": {"rates": [0.05, 1000.0], "steps": 10, "eval_every": 5, "hidden": [8],
+                      "batch_size": 50, "train_subset": 200, "test_subset": 100},
+    "early-stopping": {"steps": 40, "eval_every": 5, "patience": 2, "hidden": [8],
+                       "train_subset": 300, "validation": 100, "test_subset": 100},
+}
+
+
+def test_every_experiment_is_a_folder_with_its_config_and_its_code() -> None:
+    folders = {p.parent.name for p in (ROOT / "experiments").glob("*/config.py")}
+    assert folders == {e.package.rsplit(".", 1)[1] for e in catalog.entries().values()}
+    for name, entry in catalog.entries().items():
+        code = importlib.import_module(f"{entry.package}.experiment")
+        assert code.Config is entry.config_cls, f"{name}: experiment.py runs another config"
+        assert callable(entry.run_function())
+        assert entry.presets.get("quick") is not None, f"{name} has no quick preset"
+    assert set(SMOKE) == set(catalog.names()), "every experiment needs a smoke size here"
+
+
+def test_every_logged_name_is_in_the_glossary(store: str, mnist_dir: Path) -> None:
+    client = MlflowClient(store)
+    unknown: dict[str, set[str]] = {}
+    for name, config in SMOKE.items():
+        run_id = experiments.run(name, config, preset="quick")
+        parent = client.get_run(run_id)
+        assert parent.info.status == "FINISHED", name
+        runs = client.search_runs([parent.info.experiment_id], f"attributes.run_id != '{run_id}'")
+        for run in [parent, *runs]:
+            kind = "parent" if run is parent else "child"
+            config_params = set(parent.data.params) if run is parent else set()
+            for key in (*run.data.metrics, *(set(run.data.params) - config_params),
+                        *(t for t in run.data.tags if not t.startswith("mlflow."))):
+                if glossary.lookup(key) is None:
+                    unknown.setdefault(f"{name} ({kind})", set()).add(key)
+    assert not unknown, f"logged names the glossary does not define: {unknown}"
+
+
+def test_the_glossary_defines_each_name_once_and_serves_it() -> None:
+    terms = glossary.TERMS
+    assert len({t.name for t in terms}) == len(terms)
+    assert all(t.definition.strip() for t in terms)
+    assert glossary.lookup("running_loss").name == "running_loss"
+    assert glossary.lookup("train_loss").definition != glossary.lookup("running_loss").definition
+    assert glossary.lookup("dead_units/layer3").name == "dead_units/layer<k>"
+    assert glossary.lookup("no_such_metric") is None
+    described = catalog.get("function-fit").describe()
+    assert "running_loss" in {t["name"] for t in described["glossary"]}
+
+
+def _project_imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules a file imports, at any depth (a lazy import inside a function
+    counts): `from a import b` is module `a.b` when that is a module, else `a`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                      for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found & modules
+
+
+def test_no_import_cycle_among_the_project_modules() -> None:
+    modules = {}
+    for path in [*ROOT.glob("experiments/**/*.py"), *ROOT.glob("service/*.py")]:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {m: _project_imports(p, set(modules)) - {m} for m, p in modules.items()}
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                pytest.fail(f"import cycle: {' → '.join([*path, module, imported])}")
+            if imported not in state:
+                visit(imported, [*path, module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
