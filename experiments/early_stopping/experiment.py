@@ -95,8 +95,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
              **{f"restored_{k}": v for k, v in restored.items()}}
     outcome.run.summary(facts)
     tracker.summary(facts)
-    tracker.tags({"stopped_early": outcome.result.status == "stopped",
-                  "best_step": stopper.best_step})
+    tracker.tags({"stopped_early": outcome.result.status == "stopped"})
     figures(outcome, stopper, tracker)
 
 
