@@ -12,13 +12,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from experiments import glossary
 from experiments.core.config import ExperimentConfig
+from experiments.glossary import Term
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class Entry:
     title: str
     config_cls: type[ExperimentConfig]
     package: str  # experiments.<folder>: its config.py and experiment.py
+    own_terms: tuple[Term, ...] = ()  # the names only this experiment logs (its config's TERMS)
+
+    @property
+    def terms(self) -> list[Term]:
+        """Every name this experiment may log: the shared ones and its own."""
+        return [*glossary.SHARED, *self.own_terms]
 
     @property
     def description(self) -> str:
@@ -48,7 +55,7 @@ class Entry:
             "defaults": self.config_cls().model_dump(mode="json"),
             "presets": self.presets,
             "schema": self.config_cls.model_json_schema(),
-            "glossary": [term.describe() for term in glossary.terms_of(self.name)],
+            "glossary": [term.describe() for term in self.terms],
         }
 
 
@@ -72,7 +79,8 @@ def entries() -> dict[str, Entry]:
             continue
         package = f"experiments.{info.name}"
         module = importlib.import_module(f"{package}.config")
-        found[module.NAME] = Entry(module.NAME, module.TITLE, module.Config, package)
+        own = tuple(replace(term, experiments=(module.NAME,)) for term in getattr(module, "TERMS", ()))
+        found[module.NAME] = Entry(module.NAME, module.TITLE, module.Config, package, own)
     return dict(sorted(found.items()))
 
 
@@ -85,3 +93,13 @@ def get(name: str) -> Entry:
         return entries()[name]
     except KeyError:
         raise UnknownExperiment(name) from None
+
+
+def glossary_terms() -> list[Term]:
+    """The whole glossary: the shared names, then each experiment's own."""
+    return [*glossary.SHARED, *(t for e in entries().values() for t in e.own_terms)]
+
+
+def lookup(name: str, experiment: str | None = None) -> Term | None:
+    """The term that defines a logged `name` (as logged by `experiment`, when given)."""
+    return glossary.find(glossary_terms(), name, experiment)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from experiments import catalog, glossary
+from experiments import catalog
 from experiments.core.config import build_config, field_errors, one_line
 from experiments.stores import home
 from service.settings import Settings, settings
@@ -93,17 +93,20 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"    --set {key}={json.dumps(value)}" + (f"  ({note})" if note else ""))
         if entry.presets:
             print(f"    presets: {json.dumps(entry.presets)}")
-        names = [term.name for term in glossary.terms_of(entry.name) if term.experiments]
+        names = [term.name for term in entry.own_terms]
         print(f"    logs (besides the shared names of `phenolab list --glossary`): {', '.join(names)}")
         print()
     return 0
 
 
 def print_glossary() -> int:
-    """Every logged name with its definition, and where it is logged."""
-    for term in glossary.TERMS:
-        where = ", ".join(term.experiments) or "every experiment"
-        print(f"{term.name}  [{term.kind}; {where}]\n    {term.definition}")
+    """Every logged name with its definition and where it is logged, as a Markdown table (the
+    README's glossary is this output)."""
+    print("| name | kind | logged by | definition |\n| --- | --- | --- | --- |")
+    for term in catalog.glossary_terms():
+        where = ", ".join(term.experiments) or "any"
+        definition = term.definition.replace("|", r"\|")
+        print(f"| `{term.name}` | {term.kind} | {where} | {definition} |")
     return 0
 
 
