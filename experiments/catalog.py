@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ class Entry:
     title: str
     config_cls: type[ExperimentConfig]
     package: str  # experiments.<folder>: its config.py and experiment.py
-    own_terms: tuple[Term, ...] = ()  # the names only this experiment logs (its config's TERMS)
+    own_terms: tuple[Term, ...] = ()  # the names only this experiment logs (its glossary.toml)
 
     @property
     def terms(self) -> list[Term]:
@@ -79,7 +79,7 @@ def entries() -> dict[str, Entry]:
             continue
         package = f"experiments.{info.name}"
         module = importlib.import_module(f"{package}.config")
-        own = tuple(replace(term, experiments=(module.NAME,)) for term in getattr(module, "TERMS", ()))
+        own = glossary.load(Path(module.__file__).with_name("glossary.toml"), module.NAME)
         found[module.NAME] = Entry(module.NAME, module.TITLE, module.Config, package, own)
     return dict(sorted(found.items()))
 

@@ -14,7 +14,6 @@ from experiments.core.config import (
     Epochs,
     LearningRate,
 )
-from experiments.glossary import Term
 
 NAME = "batch-size"
 TITLE = "Training dynamics: batch size"
@@ -39,11 +38,3 @@ class Config(DynamicsConfig):
 
     PRESETS: ClassVar = {"quick": {"steps": 200, "eval_every": 20, "hidden": [128],
                                    "train_subset": 5000, "test_subset": 1000}}
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("full_batch", "param", "batch-size: whether the variant trains on the whole split each step."),
-    Term("budget", "param", "batch-size: `steps` or `epochs`, what every batch size gets the same of."),
-    Term("best_batch_size", "metric", "batch-size: the batch size of the highest `final_test_acc`."),
-)

@@ -17,6 +17,15 @@ from matplotlib.figure import Figure  # noqa: E402
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
 
 
+def _axes(ax: plt.Axes, *, logx: bool = False, logy: bool = False) -> None:
+    """Log scales where asked, and the light grid every figure has."""
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+
+
 def lines(series: Series, *, xlabel: str, ylabel: str, title: str, logy: bool = False,
           logx: bool = False, markers: Mapping[str, tuple[float, float]] | None = None,
           vlines: Mapping[str, float] | None = None, marker: str | None = None) -> Figure:
@@ -32,11 +41,7 @@ def lines(series: Series, *, xlabel: str, ylabel: str, title: str, logy: bool = 
     for (label, x), style in zip((vlines or {}).items(), cycle(("--", ":", "-."))):
         ax.axvline(x, color="0.3", linestyle=style, linewidth=1.1, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if logy:
-        ax.set_yscale("log")
-    if logx:
-        ax.set_xscale("log")
-    ax.grid(alpha=0.3)
+    _axes(ax, logx=logx, logy=logy)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -98,11 +103,7 @@ def panels(grid: Mapping[str, Series], *, xlabel: str, ylabel: str, title: str,
         for label, (x, y) in series.items():
             ax.plot(x, y, label=label, linewidth=1.3, marker=marker)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
-        if logy:
-            ax.set_yscale("log")
-        if logx:
-            ax.set_xscale("log")
-        ax.grid(alpha=0.3)
+        _axes(ax, logx=logx, logy=logy)
     for ax in axes.flat[len(grid):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
@@ -184,9 +185,7 @@ def scatter_panels(grid: Mapping[str, Series], *, ylabel: str, title: str,
         for label, (x, y) in series.items():
             ax.scatter(x, y, s=18, alpha=0.7, label=label)
         ax.set(xlabel=xlabel)
-        if logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
+        _axes(ax, logy=logy)
     axes.flat[0].set_ylabel(ylabel)
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title)
@@ -222,9 +221,7 @@ def shared_x(x: Sequence[float], curves: Mapping[str, Sequence[float]], *, xlabe
                                      cycle(("tab:blue", "tab:red", "tab:green"))):
         ax.plot(x, y, linewidth=0.8, color=color)
         ax.set_ylabel(label)
-        if logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
+        _axes(ax, logy=logy)
     axes.flat[-1].set_xlabel(xlabel)
     fig.suptitle(title)
     fig.tight_layout()

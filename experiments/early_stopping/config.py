@@ -7,7 +7,6 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from experiments.core.config import ActivationName, BatchSize, DynamicsConfig, LearningRate, Steps
-from experiments.glossary import Term
 
 NAME = "early-stopping"
 TITLE = "Training dynamics: early stopping"
@@ -41,18 +40,3 @@ class Config(DynamicsConfig):
             raise ValueError(f"validation ({self.validation}) must be smaller than train_subset "
                              f"({self.train_subset}): some examples must be left to fit on")
         return self
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("patience", "param", "early-stopping: validations without improvement before stopping."),
-    Term("eval_every", "param", "early-stopping: optimizer steps between validations."),
-    Term("fit_size", "param", "early-stopping: training examples left to fit on."),
-    Term("validation_size", "param", "early-stopping: training examples held out for validation."),
-    Term("best_step", "metric", "early-stopping: the step of the lowest validation loss (restored)."),
-    Term("best_val_loss", "metric", "early-stopping: the lowest `val_loss` seen."),
-    Term("stop_step", "metric", "early-stopping: the step training stopped at."),
-    Term("restored_<split>_loss", "metric", "early-stopping: `<split>_loss` of the restored (best) weights."),
-    Term("restored_<split>_acc", "metric", "early-stopping: `<split>_acc` of the restored (best) weights."),
-    Term("stopped_early", "tag", "early-stopping: whether patience ran out before the budget."),
-)

@@ -15,7 +15,6 @@ from experiments.core.config import (
     TargetName,
     Width,
 )
-from experiments.glossary import Term
 
 NAME = "function-fit"
 TITLE = "HW1-1 Deep vs shallow: simulate a function"
@@ -57,14 +56,3 @@ class Config(ExperimentConfig):
         if self.domain[0] >= self.domain[1]:
             raise ValueError("domain: the lower bound must be below the upper bound")
         return self
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("widths", "param", "function-fit: hidden widths of the 1-…-1 MLP."),
-    Term("dead_units/layer<k>", "metric",
-        "Fraction of hidden layer k's units whose ReLU output is exactly 0 on every training "
-        "input, at the final weights (step 0)."),
-    Term("collapsed", "tag", "`true` when some hidden layer is entirely dead at the final "
-        "weights: the model outputs a constant."),
-)

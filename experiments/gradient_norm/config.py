@@ -15,7 +15,6 @@ from experiments.core.config import (
     TrainSubset,
     Width,
 )
-from experiments.glossary import Term
 
 NAME = "gradient-norm"
 TITLE = "HW1-2 Optimization: the gradient norm and the loss at every iteration"
@@ -44,16 +43,3 @@ class Config(ExperimentConfig):
 
     PRESETS: ClassVar = {"quick": {"function_steps": 500, "mnist_steps": 300,
                                    "train_subset": 5000, "n_points": 256}}
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("task", "param", "gradient-norm: the 1-D target's name, or `mnist`."),
-    Term("first_grad_norm", "metric", "gradient-norm: `grad_norm` of the first iteration."),
-    Term("last_grad_norm", "metric", "gradient-norm: `grad_norm` of the last iteration."),
-    Term("max_grad_norm", "metric", "gradient-norm: the largest `grad_norm` of all iterations."),
-    Term("last_step_loss", "metric", "gradient-norm: `step_loss` of the last iteration."),
-    Term("min_step_loss", "metric", "gradient-norm: the smallest `step_loss` of all iterations."),
-    Term("<task>.last_grad_norm", "metric", "gradient-norm (parent): the task's `last_grad_norm`."),
-    Term("<task>.last_step_loss", "metric", "gradient-norm (parent): the task's `last_step_loss`."),
-)

@@ -17,7 +17,6 @@ from experiments.core.config import (
     Width,
     hidden_widths,
 )
-from experiments.glossary import Term
 
 NAME = "interpolation"
 TITLE = "HW1-3 Flatness vs generalization, part 1: the line between two trained models"
@@ -64,15 +63,3 @@ class Config(DatasetConfig):
         if self.alpha_min >= self.alpha_max:
             raise ValueError("alpha_min must be below alpha_max")
         return self
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("interp_<split>_loss", "metric", "interpolation: mean cross-entropy over the split (train: "
-        "its first `eval_subset` examples) at θ(α) = (1−α)θ1 + αθ2, step = round(100·α)."),
-    Term("interp_<split>_acc", "metric",
-         "interpolation: accuracy on the split at θ(α), step = round(100·α)."),
-    Term("interp_step", "tag", "interpolation: how the α axis maps to MLflow steps."),
-    Term("<split>_<measure>_at_m1", "metric", "interpolation: `interp_<split>_<measure>` at α = 0 (m1)."),
-    Term("<split>_<measure>_at_m2", "metric", "interpolation: `interp_<split>_<measure>` at α = 1 (m2)."),
-)

@@ -7,7 +7,6 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from experiments.core.config import ActivationName, BatchSize, Distinct, DynamicsConfig, Steps
-from experiments.glossary import Term
 
 NAME = "learning-rate"
 TITLE = "Training dynamics: learning rate"
@@ -39,12 +38,3 @@ class Config(DynamicsConfig):
 
     PRESETS: ClassVar = {"quick": {"steps": 200, "eval_every": 20, "hidden": [128],
                                    "batch_size": 200, "train_subset": 5000, "test_subset": 1000}}
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("best_lr", "metric", "learning-rate: the rate of the highest `final_test_acc` among the rates "
-        "that did not diverge."),
-    Term("diverged_count", "metric", "learning-rate: how many rates diverged."),
-    Term("diverged_rates", "tag", "learning-rate: the rates that diverged, comma-separated (or none)."),
-)

@@ -11,7 +11,6 @@ from experiments.core.config import (
     SupervisedConfig,
     Width,
 )
-from experiments.glossary import Term
 
 NAME = "param-count"
 TITLE = "HW1-3 Generalization: number of parameters vs generalization"
@@ -29,13 +28,3 @@ class Config(SupervisedConfig):
     depth: int = Field(1, ge=1, le=4, description="hidden layers, each `width` wide")
 
     PRESETS: ClassVar = {"quick": {"epochs": 2, "train_subset": 2000, "test_subset": 1000}}
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("width", "param", "param-count: the width of every hidden layer."),
-    Term("<split>_<measure>_by_params", "metric", "param-count (parent): the final `<split>_loss` / "
-        "`<split>_acc` of each width, with MLflow step = its number of parameters."),
-    Term("min_params", "metric", "param-count: the smallest model's parameters."),
-    Term("max_params", "metric", "param-count: the largest model's parameters."),
-)

@@ -14,7 +14,6 @@ from experiments.core.config import (
     Width,
     hidden_widths,
 )
-from experiments.glossary import Term
 
 NAME = "random-labels"
 TITLE = "HW1-3 Generalization: can a network fit random labels"
@@ -35,11 +34,3 @@ class Config(SupervisedConfig):
 
     # quick: 500 random labels are memorised (train accuracy 1.0) in ~25 epochs of 4 steps
     PRESETS: ClassVar = {"quick": {"epochs": 25, "train_subset": 500, "test_subset": 1000}}
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("fraction", "param", "random-labels: fraction of the training labels shuffled."),
-    Term("labels_changed", "metric", "random-labels: fraction of training labels that differ from the "
-        "true ones after the shuffle."),
-)

@@ -7,7 +7,6 @@ from typing import ClassVar
 from pydantic import Field
 
 from experiments.core.config import BatchSizeStudy
-from experiments.glossary import Term
 
 NAME = "sensitivity"
 TITLE = "HW1-3 Flatness vs generalization, part 2: sensitivity vs batch size"
@@ -27,14 +26,3 @@ class Config(BatchSizeStudy):
 
     PRESETS: ClassVar = {"quick": {"epochs": 1, "train_subset": 2000, "test_subset": 1000,
                                    "measure_subset": 500, "batch_sizes": [16, 64, 256, 1024, 2000]}}
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("sensitivity", "metric", "sensitivity: the Frobenius norm of ∂ℓ_i/∂x_i (sample i's own "
-        "cross-entropy w.r.t. its own input), averaged over the test split, at the final weights."),
-    Term("sensitivity_train", "metric", "sensitivity: the same over the first `measure_subset` training "
-        "examples."),
-    Term("jacobian_sensitivity", "metric", "sensitivity: Frobenius norm of the Jacobian of the class "
-        "probabilities w.r.t. the input, per test sample, averaged (Novak et al. 2018)."),
-)

@@ -10,7 +10,6 @@ from experiments.core.config import (
     BatchSize,
     SupervisedConfig,
 )
-from experiments.glossary import Term
 
 NAME = "task-fit"
 TITLE = "HW1-1 Deep vs shallow: train on an actual task"
@@ -31,10 +30,3 @@ class Config(SupervisedConfig):
     batch_size: BatchSize = 64
 
     PRESETS: ClassVar = {"quick": {"epochs": 2, "train_subset": 5000, "test_subset": 2000}}
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("family", "param", "task-fit: `cnn` or `mlp`."),
-    Term("channels", "param", "task-fit: output channels of each conv layer."),
-)

@@ -7,7 +7,6 @@ from typing import Annotated, ClassVar
 from pydantic import Field, model_validator
 
 from experiments.core.config import ActivationName, BatchSize, Distinct, DynamicsConfig, LearningRate
-from experiments.glossary import Term
 
 NAME = "weight-init"
 TITLE = "Training dynamics: weight initialization"
@@ -61,21 +60,3 @@ class Config(DynamicsConfig):
             raise ValueError(f"{held:,} histogram values held, at most {MAX_HISTOGRAM_VALUES:,}: "
                              "fewer evaluations, inits, layers or hist_samples")
         return self
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("init", "param", "weight-init: the scheme (zero or gaussian)."),
-    Term("init_name", "param", "weight-init: the init's label (zero, N(0, v))."),
-    Term("variance", "param", "weight-init: the Gaussian weights' variance (none for zero init)."),
-    Term("grad_norm/<layer>", "metric",
-        "weight-init: 2-norm of ∂L/∂θ for that one parameter tensor (a layer's weight or bias), "
-        "L the mean cross-entropy over the probe batch (the first `probe_size` training "
-        "examples), at the weights of the evaluation. Step: the optimizer step."),
-    Term("saturation/<layer>", "metric",
-        "weight-init: fraction of that hidden layer's activation entries on the probe batch in "
-        "the flat region (sigmoid < 0.01 or > 0.99, |tanh| > 0.99, relu = 0). Step: optimizer step."),
-    Term("unit_spread/<layer>", "metric",
-        "weight-init: max − min over the layer's units of their activation, averaged over the "
-        "probe batch; exactly 0 when all units are identical. Step: optimizer step."),
-)

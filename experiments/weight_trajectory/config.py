@@ -14,7 +14,6 @@ from experiments.core.config import (
     hidden_widths,
     mlp_params,
 )
-from experiments.glossary import Term
 
 NAME = "weight-trajectory"
 TITLE = "HW1-2 Optimization: the path of the weights during training, in 2-D"
@@ -57,16 +56,3 @@ class Config(SupervisedConfig):
             raise ValueError(f"hidden: {held:,} weights held (points × parameters), at most "
                              f"{MAX_VALUES:,}: narrower layers or fewer points")
         return self
-
-
-# what this experiment logs besides the shared names (experiments/glossary.py)
-TERMS = (
-    Term("event", "param", "weight-trajectory: the training event's number (1-based)."),
-    Term("first_layer_explained_variance", "metric", "weight-trajectory: fraction of the collected "
-        "first-layer weights' variance the 2-D PCA keeps."),
-    Term("whole_model_explained_variance", "metric", "weight-trajectory: the same for the whole "
-        "model's weights."),
-    Term("mean_final_test_acc", "metric", "weight-trajectory: mean of the events' `final_test_acc`."),
-    Term("points", "metric", "weight-trajectory: weight vectors collected (all events)."),
-    Term("train_seconds", "metric", "weight-trajectory: wall time of the training."),
-)
