@@ -10,7 +10,8 @@ Placeholders in a name stand for a family: `<split>` is a data split (`train`: a
 over the training split, or the experiment's training subset, at the weights of that moment;
 `test`; `val`: early stopping's held-out validation split; `fit`: the training split minus the
 validation split), `<k>` a 1-based layer number, `<layer>` a parameter's or layer's name,
-`<method>` a minimal-ratio phase-2 method, `<task>` a gradient-norm task (`function`, `mnist`).
+`<method>` a minimal-ratio phase-2 method, `<task>` a gradient-norm task (`function`, `mnist`),
+`<variant>` a variant's name, `<metric>` a child metric's name, `<key>` a finding's key.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ PLACEHOLDERS = {
     "method": r"(?:grad_norm|newton|levenberg_marquardt)",
     "task": r"(?:function|mnist)",
     "measure": r"[a-z0-9_]+",
+    "variant": r"[^/]+",
+    "metric": r".+",
+    "key": r"[a-z0-9_]+",
 }
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import platform
+import re
 import sqlite3
 import subprocess
 import tempfile
@@ -77,11 +79,12 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
 
 
 def create_parent_run(mlflow: MlflowClient, name: str, config: ExperimentConfig,
-                      tags: Mapping[str, str] | None = None) -> str:
-    """Create the parent run of one experiment (MLflow's status RUNNING), its config as params.
-    Whoever runs experiments as jobs adds its own tags (and status) through `tags`."""
+                      tags: Mapping[str, str] | None = None, in_experiment: str | None = None) -> str:
+    """Create the parent run of one experiment (MLflow's status RUNNING), its config as params,
+    in the MLflow experiment named after it (or `in_experiment`, a suite's). Whoever runs
+    experiments as jobs adds its own tags (and status) through `tags`."""
     run = mlflow.create_run(
-        experiment_id(mlflow, name),
+        in_experiment or experiment_id(mlflow, name),
         run_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
         tags={EXPERIMENT_TAG: name, **(tags or {})},
     )
@@ -169,7 +172,7 @@ class Run:
         writer.writerows(rows)
         self.artifacts({f"{name}.csv": out.getvalue()}, "tables")
 
-    def artifacts(self, files: Mapping[str, bytes | str], artifact_path: str) -> None:
+    def artifacts(self, files: Mapping[str, bytes | str], artifact_path: str | None = None) -> None:
         """Write named files into a temp dir and upload them in one call."""
         with tempfile.TemporaryDirectory() as tmp:
             for name, content in files.items():
@@ -189,6 +192,17 @@ class Run:
         self.artifacts({f"{name}.safetensors": save({k: v.detach().contiguous().cpu()
                                                       for k, v in sd.items()})
                         for name, sd in state_dicts.items()}, artifact_path)
+
+    def weights(self, name: str, state_dict: Mapping[str, Any], architecture: Any) -> None:
+        """A model's weights as `weights/<name>.safetensors` with its architecture beside them
+        (`weights/<name>.json`, see `models.architecture`), in one upload."""
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        self.artifacts({f"{stem}.safetensors": save(tensors),
+                        f"{stem}.json": json.dumps({"architecture": architecture}, indent=1)},
+                       "weights")
 
     def end(self, status: str = "FINISHED") -> None:
         if self.ended:
@@ -223,6 +237,13 @@ class Tracker(Run):
         self.tags({"torch_version": torch.__version__, "device": device, "seed": seed,
                    "git_revision": git_revision(), "python_version": platform.python_version(),
                    "host": platform.node()})
+
+    def nested(self, name: str, config: ExperimentConfig) -> Tracker:
+        """The parent run of experiment `name` run inside this one (a suite's): a child of this
+        run in its MLflow experiment, so the variants of `name` nest one level further down."""
+        run_id = create_parent_run(self.mlflow, name, config, {MLFLOW_PARENT_RUN_ID: self.run_id},
+                                   in_experiment=self.experiment_id)
+        return Tracker(self.mlflow, run_id, name)
 
     def child(self, name: str, params: Mapping[str, Any]) -> Run:
         """A child run for one variant, carrying the variant's own settings as params."""

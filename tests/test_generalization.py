@@ -170,7 +170,7 @@ def test_sensitivity_defaults_and_bounds() -> None:
 
 def test_sensitivity_per_batch_size_children_and_figures(store: str, mnist_dir: Path,
                                                          tmp_path: Path) -> None:
-    run_id = experiments.run("sensitivity", {**TINY, "batch_sizes": [8, 32, 300], "repeats": 2,
+    run_id = experiments.run("sensitivity", {**TINY, "batch_sizes": [8, 32, 300], "seeds": 2,
                                              "measure_subset": 100, "jacobian": True})
     client = MlflowClient(store)
     children = _children(client, run_id)

@@ -2,7 +2,7 @@
 trained once per batch size and seed, then measured at its final weights.
 
 Batch sizes cannot share a training step (each takes its own number of steps per epoch), so
-each batch size trains on its own; the `repeats` seeds of one batch size train together as a
+each batch size trains on its own; the `seeds` seeds of one batch size train together as a
 vmap ensemble.
 """
 
@@ -10,32 +10,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from experiments.core.config import BatchSizeStudy
+from experiments.core.config import BatchSizeStudy, Budget
 from experiments.core.context import RunContext
 from experiments.core.data import Dataset, dataset_for
 from experiments.core.models import classifier
-from experiments.core.train import TrainSpec
-from experiments.core.variants import Outcome, Variant, run_variants
+from experiments.core.train import TrainSpec, UntilLoss
+from experiments.core.variants import GroupHooks, Outcome, Variant, run_variants
 from experiments.tracking import Tracker
+
+
+def budget_hooks(config: Budget) -> GroupHooks:
+    """With budget=target_loss, every ensemble stops each model when its `train_loss` (a
+    full pass at the epoch's end weights) is at most `target_loss`."""
+    if config.budget != "target_loss":
+        return lambda group: []
+    return lambda group: [UntilLoss(config.target_loss, "train_loss")]
 
 
 def train_batch_sizes(config: BatchSizeStudy, tracker: Tracker,
                       ctx: RunContext) -> tuple[Dataset, list[Outcome]]:
-    """One child run per batch size × seed; all start from the same initialisations
-    (seed, seed+1 …) and train for the same number of epochs. Train metrics are evaluated at
-    each epoch's end weights over the whole training set."""
+    """One child run per batch size × seed; every batch size starts from the same
+    initialisations (seed, seed+1 …) and gets the same budget. Train metrics are evaluated at
+    each epoch's end weights over the whole training set; what each model got (steps, epochs,
+    its final training loss, whether it reached the target) is logged beside its measures."""
     data = dataset_for(config, ctx.device)
-    variants = []
-    for batch_size in config.batch_sizes:
-        spec = TrainSpec.of(config, batch_size=batch_size)
-        for seed in range(config.seed, config.seed + config.repeats):
-            name = f"bs{batch_size}" + (f"-seed{seed}" if config.repeats > 1 else "")
-            variants.append(Variant(name, lambda: classifier(data, config.hidden), seed,
-                                    {"batch_size": batch_size, "lr": config.lr,
-                                     "optimizer": config.optimizer, "hidden": config.hidden},
-                                    spec=spec))
-    outcomes = run_variants(tracker, ctx, variants, data.train,
-                            evals={"train": data.train, "test": data.test}, together=True)
+    variants = [Variant(f"bs{batch_size}", lambda: classifier(data, config.hidden), config.seed,
+                        {"batch_size": batch_size, "lr": config.lr, "optimizer": config.optimizer,
+                         "hidden": config.hidden, "budget": config.budget},
+                        spec=TrainSpec.of(config, batch_size=batch_size))
+                for batch_size in config.batch_sizes]
+    outcomes = run_variants(tracker, ctx, variants, data.train, seeds=config.seeds,
+                            evals={"train": data.train, "test": data.test}, together=True,
+                            hooks=budget_hooks(config))
     return data, outcomes
 
 

@@ -63,6 +63,8 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     seed: Seed = Field(0, description="seed of every random choice")
+    seeds: int = Field(3, ge=1, le=16, description="repetitions of every variant, from seed, "
+                                                   "seed+1, …, trained together")
     device: DeviceName = Field("auto", description="auto = cuda when available, else cpu")
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -133,18 +135,41 @@ class DynamicsConfig(DatasetConfig):
     steps: Steps = 3000
     eval_every: Steps = Field(100, description="steps between evaluations")
 
+    @property
+    def schedule(self) -> dict[str, Any]:
+        """`steps` optimizer steps, evaluated every `eval_every` steps (see `TrainSpec.of`)."""
+        return {"epochs": None, "max_steps": self.steps, "eval_every": self.eval_every,
+                "eval_unit": "step"}
 
-class BatchSizeStudy(DatasetConfig):
-    """One MLP trained once per batch size (`repeats` seeds each, trained together as a vmap
-    ensemble), same optimizer, learning rate and number of epochs for all."""
+
+class Budget(ExperimentConfig):
+    """What each model of a batch-size comparison gets the same of: `epochs` (passes over the
+    data), `steps` (optimizer steps), or `target_loss` — train until the full-pass training
+    loss reaches `target_loss`, checked every epoch, at most `epochs` epochs (Keskar et al.
+    2017 compare batch sizes at a comparable training loss; equal epochs give a large batch
+    far fewer steps, so it is also less trained)."""
+
+    budget: Literal["epochs", "steps", "target_loss"] = "target_loss"
+    epochs: Epochs = Field(30, description="the budget (budget=epochs) or the cap (target_loss)")
+    steps: Steps = Field(3000, description="optimizer steps of every model (budget=steps)")
+    target_loss: float = Field(0.05, gt=0.0, le=10.0,
+                               description="full-pass training loss to reach (budget=target_loss)")
+
+    @property
+    def schedule(self) -> dict[str, Any]:
+        """`steps` steps (budget=steps), else at most `epochs` epochs (see `TrainSpec.of`)."""
+        return {"epochs": None, "max_steps": self.steps} if self.budget == "steps" else {}
+
+
+class BatchSizeStudy(DatasetConfig, Budget):
+    """One MLP trained once per batch size (`seeds` seeds each, trained together as a vmap
+    ensemble), same optimizer and learning rate, the same `budget` for all."""
 
     hidden: list[Width] = hidden_widths(COURSE_MLP)
     batch_sizes: Annotated[list[BatchSize], Distinct] = Field(
         default_factory=lambda: [16, 64, 256, 1024, 4096], min_length=1, max_length=12)
-    repeats: int = Field(1, ge=1, le=8, description="seeds per batch size, trained together")
     optimizer: OptimizerName = "adam"
     lr: LearningRate = 1e-3
-    epochs: Epochs = 10
     measure_subset: TrainSubset = Field(
         10_000, description="first N training examples the train-set measures use")
 

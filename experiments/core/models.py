@@ -42,6 +42,19 @@ def cnn(in_shape: Sequence[int], channels: Sequence[int], hidden: Sequence[int],
     return nn.Sequential(*layers, *mlp(c * h * w, hidden, out_dim, activation))
 
 
+LAYER_ARGS = {nn.Linear: ("in_features", "out_features"), nn.Conv2d: ("in_channels", "out_channels",
+               "kernel_size", "padding"), nn.MaxPool2d: ("kernel_size",)}  # what rebuilds each layer
+
+
+def architecture(model: nn.Sequential) -> list[dict[str, object]]:
+    """The model as data: one `{"type": <torch.nn class>, **constructor args}` per layer, so that
+    `nn.Sequential(*(getattr(nn, d.pop("type"))(**d) for d in spec))` rebuilds it with plain
+    torch and its `state_dict` keys (`<layer index>.weight`) match the saved weights."""
+    return [{"type": type(layer).__name__,
+             **{arg: getattr(layer, arg) for arg in LAYER_ARGS.get(type(layer), ())}}
+            for layer in model]
+
+
 INIT_SCHEMES = ("zero", "gaussian", "gaussian_fan_in")
 
 

@@ -14,7 +14,18 @@ import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
+# {label: (x, y)} or {label: (x, mean, std)}: a curve, or the mean over seeds with a ±1 std band
+Series = Mapping[str, tuple[Sequence[float], ...]]
+
+
+def _curve(ax: plt.Axes, label: str, curve: tuple[Sequence[float], ...], **style: object) -> None:
+    """One curve of a `Series`; with a std, the band mean ± std around it (labelled in the
+    legend as over seeds)."""
+    x, y = curve[0], curve[1]
+    line, = ax.plot(x, y, label=label, **style)
+    if len(curve) > 2:
+        mean, std = np.asarray(y, dtype=float), np.asarray(curve[2], dtype=float)
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
 def _axes(ax: plt.Axes, *, logx: bool = False, logy: bool = False) -> None:
@@ -33,8 +44,8 @@ def lines(series: Series, *, xlabel: str, ylabel: str, title: str, logy: bool = 
     `markers` marks one point per label (e.g. a stop); `vlines` draws a labelled dashed
     vertical line at each x (e.g. where training stopped)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, (x, y) in series.items():
-        ax.plot(x, y, label=label, linewidth=1.4, marker=marker)
+    for label, curve in series.items():
+        _curve(ax, label, curve, linewidth=1.4, marker=marker)
     for label, (x, y) in (markers or {}).items():
         ax.plot([x], [y], "kx", markersize=10)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
@@ -100,8 +111,8 @@ def panels(grid: Mapping[str, Series], *, xlabel: str, ylabel: str, title: str,
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False,
                              sharey=sharey)
     for ax, (name, series) in zip(axes.flat, grid.items()):
-        for label, (x, y) in series.items():
-            ax.plot(x, y, label=label, linewidth=1.3, marker=marker)
+        for label, curve in series.items():
+            _curve(ax, label, curve, linewidth=1.3, marker=marker)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
         _axes(ax, logx=logx, logy=logy)
     for ax in axes.flat[len(grid):]:

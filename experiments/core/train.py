@@ -28,7 +28,7 @@ from experiments.core.context import RunContext
 from experiments.core.data import Split
 
 Params = dict[str, Tensor]
-Status = Literal["finished", "converged", "diverged", "stopped"]
+Status = Literal["finished", "converged", "reached", "diverged", "stopped"]
 SPEC_FIELDS = ("optimizer", "lr", "batch_size", "epochs")  # what a config's field of that name sets
 MOMENTUM = 0.9  # of the "momentum" optimizer (SGD with heavy-ball momentum)
 EVAL_CHUNK = 8192  # samples per forward pass of an evaluation, shared by the models
@@ -55,13 +55,10 @@ class TrainSpec:
     @classmethod
     def of(cls, config: object, **changes: Any) -> TrainSpec:
         """The spec a config asks for — its `optimizer`, `lr`, `batch_size` and `epochs`, those
-        it has; with a `steps` field (the training-dynamics family) that many steps, evaluated
-        every `eval_every` steps — then `changes`."""
+        it has, then its `schedule` (a family's budget, e.g. a number of steps) — then
+        `changes`."""
         values: dict[str, Any] = {key: getattr(config, key) for key in SPEC_FIELDS if hasattr(config, key)}
-        if hasattr(config, "steps"):
-            values.update(epochs=None, max_steps=config.steps, eval_every=config.eval_every,
-                          eval_unit="step")
-        return cls(**{**values, **changes})
+        return cls(**{**values, **getattr(config, "schedule", {}), **changes})
 
 
 @dataclass
@@ -447,6 +444,18 @@ class Convergence(Hook):
                 if self.stale[model] >= self.patience:
                     done[model] = "converged"
         return done
+
+
+class UntilLoss(Hook):
+    """Train until a target: a model stops as `reached` at the first evaluation where its
+    metric `key` (e.g. `train_loss`, a full pass) is at most `target`."""
+
+    def __init__(self, target: float, key: str) -> None:
+        self.target, self.key = target, key
+
+    def on_eval(self, event: EvalEvent) -> dict[int, Status]:
+        return {model: "reached" for model, metrics in zip(event.active, event.metrics)
+                if metrics.get(self.key, math.inf) <= self.target}
 
 
 class StepRecords(Hook):

@@ -58,7 +58,7 @@ def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     for key, label in MEASURES.items():
         sizes, means = by_batch_size(outcomes, [r[key] for r in results])
         tracker.log_series(f"{key}_by_batch_size", means, sizes)  # step = batch size
-        grid[label] = {f"mean of {config.repeats} seed(s)": (sizes, means)}
+        grid[label] = {f"mean of {config.seeds} seed(s)": (sizes, means)}
     tracker.figure(plots.panels(
         grid, xlabel="batch size", ylabel="", columns=2, logx=True, marker="o",
         title=f"{config.dataset}: sharpness vs batch size (ε={config.epsilon:g}, "
