@@ -17,7 +17,7 @@ from experiments import catalog
 from experiments.core.config import build_config, flatten
 from experiments.core.data import DatasetUnavailable, Split, load_dataset, target_function
 from experiments.core.models import cnn, cnn_features, count_params, mlp, mlp_params, widths_for_budget
-from experiments.core.train import Convergence, TrainSpec, seeded, train
+from experiments.core.train import Convergence, LearningRates, TrainSpec, seeded, train
 
 
 @pytest.mark.parametrize("budget", [300, 571, 2_000, 50_000, 400_000])
@@ -261,3 +261,16 @@ def test_cli_run_prints_run_id(store: str) -> None:
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.split("MLflow run: ")[1].split()[0]
     assert MlflowClient(store).get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "momentum"])
+def test_per_model_rates_train_each_model_as_at_its_own_rate(optimizer: str) -> None:
+    data, rates = _blobs(), [1e-3, 1e-2]
+    together = seeded(lambda: mlp(2, [16], 2), [0, 0], "cpu")
+    train(together, data, TrainSpec(optimizer=optimizer, lr=1.0, batch_size=32, epochs=3), seeds=[0, 0],
+          hooks=[LearningRates(rates, optimizer, "cpu")])
+    for model, rate in zip(together, rates):
+        alone = seeded(lambda: mlp(2, [16], 2), [0], "cpu")
+        train(alone, data, TrainSpec(optimizer=optimizer, lr=rate, batch_size=32, epochs=3), seeds=[0])
+        for a, b in zip(alone[0].parameters(), model.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -104,6 +104,9 @@ class Hook:
         """Which models' step losses count as diverged beyond NaN/inf (a bool mask [N])."""
         return None
 
+    def before_step(self, stack: ModelStack) -> None:
+        """Right before the optimizer step, gradients computed."""
+
     def after_step(self, step: int, losses: Tensor, stack: ModelStack) -> None:
         """After the optimizer step `step`; gradients are still on the parameters."""
 
@@ -262,6 +265,8 @@ class _Training:
             objective = hook.objective(objective)
         self.optimizer.zero_grad(set_to_none=True)
         objective.sum().backward()
+        for hook in self.hooks:
+            hook.before_step(self.stack)
         self.optimizer.step()
         self.step += 1
         detached = losses.detach()
@@ -394,17 +399,29 @@ def train(models: Sequence[nn.Module], data: Split, spec: TrainSpec, *, seeds: S
 
 
 class LearningRates(Hook):
-    """Model i trains at `lr * rates[i]`: its loss is scaled by `rates[i]` before the backward
-    pass. Exact for the optimizers whose step is linear in the gradient (sgd, momentum): train
-    with `lr=1` and the rates here."""
+    """Model i trains at `lr * rates[i]` (train with `lr=1` and the rates here). For the
+    optimizers whose step is linear in the gradient (sgd, momentum) its loss is scaled by
+    `rates[i]` before the backward pass; for the adaptive ones (adam, rmsprop), whose state does
+    not depend on the rate, the step each model takes is scaled by `rates[i]` after it."""
 
     def __init__(self, rates: Sequence[float], optimizer: str, device: torch.device | str) -> None:
-        if optimizer not in ("sgd", "momentum"):
-            raise ValueError(f"per-model rates need a linear optimizer (sgd, momentum), not {optimizer!r}")
         self.scale = torch.tensor(list(rates), dtype=torch.float32, device=device)
+        self.linear = optimizer in ("sgd", "momentum")
+        self.before: list[Tensor] = []
 
     def objective(self, losses: Tensor) -> Tensor:
-        return losses * self.scale
+        return losses * self.scale if self.linear else losses
+
+    def before_step(self, stack: ModelStack) -> None:
+        if not self.linear:
+            self.before = [p.detach().clone() for p in stack.params.values()]
+
+    def after_step(self, step: int, losses: Tensor, stack: ModelStack) -> None:
+        if self.linear:
+            return
+        with torch.no_grad():
+            for p, old in zip(stack.params.values(), self.before):
+                p.copy_(old + (p - old) * self.scale.view(-1, *[1] * (p.dim() - 1)))
 
     def keep(self, rows: Tensor) -> None:
         self.scale = self.scale[rows]
