@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import SHARED_DATA
 from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
 
 import experiments
 from experiments import catalog
+from experiments.core.data import load_dataset, target_function
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,15 +62,35 @@ def test_every_experiment_is_a_folder_with_its_config_and_its_code() -> None:
     assert set(SMOKE) == set(catalog.names()), "every experiment needs a smoke size here"
 
 
-def test_every_logged_name_is_in_the_glossary(store: str, mnist_dir: Path) -> None:
-    client = MlflowClient(store)
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, dict[str, str]]:
+    """Every experiment run once at its smoke size on one fresh store: {name: parent run id}."""
+    raw = SHARED_DATA / "MNIST" / "raw"
+    if not (raw / "train-images-idx3-ubyte").exists():
+        pytest.skip(f"real MNIST not found at {raw} (set PHENOLAB_TEST_DATA_DIR)")
+    home = tmp_path_factory.mktemp("smoke")
+    uri = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
+    (home / "mlruns").mkdir()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PHENOLAB_HOME", str(home))
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        env.setenv("PHENOLAB_DATA_DIR", str(SHARED_DATA))
+        runs = {name: experiments.run(name, config, preset="quick") for name, config in SMOKE.items()}
+        yield MlflowClient(uri), runs
+
+
+def _children(client: MlflowClient, parent_id: str) -> list:
+    parent = client.get_run(parent_id)
+    return client.search_runs([parent.info.experiment_id], f"attributes.run_id != '{parent_id}'")
+
+
+def test_every_logged_name_is_in_the_glossary(smoke_runs: tuple[MlflowClient, dict[str, str]]) -> None:
+    client, runs = smoke_runs
     unknown: dict[str, set[str]] = {}
-    for name, config in SMOKE.items():
-        run_id = experiments.run(name, config, preset="quick")
+    for name, run_id in runs.items():
         parent = client.get_run(run_id)
         assert parent.info.status == "FINISHED", name
-        runs = client.search_runs([parent.info.experiment_id], f"attributes.run_id != '{run_id}'")
-        for run in [parent, *runs]:
+        for run in [parent, *_children(client, run_id)]:
             kind = "parent" if run is parent else "child"
             config_params = set(parent.data.params) if run is parent else set()
             for key in (*run.data.metrics, *(set(run.data.params) - config_params),
@@ -73,6 +98,53 @@ def test_every_logged_name_is_in_the_glossary(store: str, mnist_dir: Path) -> No
                 if catalog.lookup(key, name) is None:
                     unknown.setdefault(f"{name} ({kind})", set()).add(key)
     assert not unknown, f"logged names the glossary does not define: {unknown}"
+
+
+def _rebuild(client: MlflowClient, run_id: str, tmp: Path) -> torch.nn.Module:
+    """A child's saved model, with plain torch and safetensors: the architecture JSON names
+    each layer's torch.nn class and its constructor arguments."""
+    (weights,) = [a.path for a in client.list_artifacts(run_id, "weights") if a.path.endswith(".safetensors")]
+    local = Path(client.download_artifacts(run_id, weights, str(tmp)))
+    layers = json.loads(local.with_suffix(".json").read_text())["architecture"]
+    model = torch.nn.Sequential(*(getattr(torch.nn, d.pop("type"))(**d) for d in layers))
+    model.load_state_dict(load_file(local))
+    return model.eval()
+
+
+# recomputed elsewhere from their own saved files: minimal-ratio's stacked parameters
+RECOMPUTED_ELSEWHERE = {"minimal-ratio": "tests/test_optimization.py"}
+
+
+def test_a_logged_metric_of_every_experiment_recomputes_from_its_saved_weights(
+        smoke_runs: tuple[MlflowClient, dict[str, str]], tmp_path: Path) -> None:
+    """One child per experiment: its weights downloaded through MlflowClient, the model
+    rebuilt with plain torch, its final test loss (or, for the 1-D fits, its final training
+    loss) recomputed on the same split."""
+    client, runs = smoke_runs
+    unchecked = []
+    for name, run_id in runs.items():
+        if name in RECOMPUTED_ELSEWHERE:
+            continue
+        params = client.get_run(run_id).data.params
+        child = next(c for c in _children(client, run_id) if any(
+            a.path.endswith(".safetensors") for a in client.list_artifacts(c.info.run_id, "weights")))
+        model = _rebuild(client, child.info.run_id, tmp_path / name)
+        logged = child.data.metrics
+        with torch.no_grad():
+            if "final_test_loss" in logged:
+                subset = params.get("test_subset")
+                test = load_dataset(params.get("dataset", "mnist"), "cpu",
+                                    test_subset=None if subset in (None, "None") else int(subset)).test
+                loss = torch.nn.functional.cross_entropy(model(test.x), test.y).item()
+                assert loss == pytest.approx(logged["final_test_loss"], rel=1e-4), name
+            elif "final_train_loss" in logged and "target" in params:
+                domain = tuple(json.loads(params.get("domain", "[0.0, 1.0]")))
+                fit = target_function(params["target"], int(params["n_points"]), domain)
+                loss = torch.nn.functional.mse_loss(model(fit.x), fit.y).item()
+                assert loss == pytest.approx(logged["final_train_loss"], rel=1e-4), name
+            else:
+                unchecked.append(name)
+    assert not unchecked, f"no metric at the final weights to recompute for {unchecked}"
 
 
 def test_the_glossary_defines_each_name_once_and_serves_it() -> None:
