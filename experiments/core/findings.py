@@ -96,6 +96,13 @@ def difference(key: str, claim: str, a: Sequence[float], b: Sequence[float], *, 
                    expect, details={"a": list(a), "b": list(b)})
 
 
+def average(key: str, claim: str, values: Sequence[float], *, expect: Direction, null: float,
+            what: str, seed: int) -> Finding:
+    """The finding `mean(values)` (one value per seed) against `null`, bootstrap over the seeds."""
+    return Finding(key, claim, f"mean {what} over {len(values)} seeds", float(np.mean(values)),
+                   bootstrap(np.mean, (values,), seed), expect, null, details={"values": list(values)})
+
+
 def log_findings(tracker: Tracker, findings: Sequence[Finding]) -> None:
     """On the parent run: `findings.json` (claim, statistic, value, interval, verdict, the
     numbers it came from), per finding the metrics `finding/<key>/value|low|high` and the tag

@@ -28,6 +28,12 @@ def _curve(ax: plt.Axes, label: str, curve: tuple[Sequence[float], ...], **style
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+def _banded(x: Sequence[float], y: Sequence[float], bands: Mapping[str, Sequence[float]] | None,
+            label: str) -> tuple[Sequence[float], ...]:
+    """The curve (x, y), with its std `bands[label]` when there is one."""
+    return (x, y, bands[label]) if bands and label in bands else (x, y)
+
+
 def _axes(ax: plt.Axes, *, logx: bool = False, logy: bool = False) -> None:
     """Log scales where asked, and the light grid every figure has."""
     if logx:
@@ -59,12 +65,15 @@ def lines(series: Series, *, xlabel: str, ylabel: str, title: str, logy: bool = 
 
 
 def predictions(x: Sequence[float], truth: Sequence[float],
-                predicted: Mapping[str, Sequence[float]], *, title: str) -> Figure:
-    """Ground truth against each model's prediction on the input domain."""
+                predicted: Mapping[str, Sequence[float]], *, title: str,
+                bands: Mapping[str, Sequence[float]] | None = None) -> Figure:
+    """Ground truth against each model's prediction on the input domain; `bands[label]`, when
+    given, is a std drawn as the band prediction ± std (e.g. over seeds, the prediction their
+    mean)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(x, truth, "k-", linewidth=2.5, label="ground truth")
     for label, y in predicted.items():
-        ax.plot(x, y, "--", linewidth=1.4, label=label)
+        _curve(ax, label, _banded(x, y, bands, label), linestyle="--", linewidth=1.4)
     ax.set(xlabel="x", ylabel="y", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -223,14 +232,16 @@ def trajectories(paths: Series, notes: Mapping[str, Sequence[str]], *, title: st
 
 
 def shared_x(x: Sequence[float], curves: Mapping[str, Sequence[float]], *, xlabel: str,
-             title: str, logy: bool = False) -> Figure:
+             title: str, logy: bool = False,
+             bands: Mapping[str, Sequence[float]] | None = None) -> Figure:
     """Curves of different units over the same x (e.g. loss and gradient norm per iteration),
-    one panel each, stacked on one shared x axis."""
+    one panel each, stacked on one shared x axis; `bands[label]`, when given, is a std drawn as
+    the band curve ± std (e.g. over seeds, the curve their mean)."""
     fig, axes = plt.subplots(len(curves), 1, figsize=(8, 2.6 * len(curves) + 0.6), sharex=True,
                              squeeze=False)
     for ax, (label, y), color in zip(axes.flat, curves.items(),
                                      cycle(("tab:blue", "tab:red", "tab:green"))):
-        ax.plot(x, y, linewidth=0.8, color=color)
+        _curve(ax, label, _banded(x, y, bands, label), linewidth=0.8, color=color)
         ax.set_ylabel(label)
         _axes(ax, logy=logy)
     axes.flat[-1].set_xlabel(xlabel)
