@@ -193,16 +193,18 @@ class Run:
                                                       for k, v in sd.items()})
                         for name, sd in state_dicts.items()}, artifact_path)
 
-    def weights(self, name: str, state_dict: Mapping[str, Any], architecture: Any) -> None:
+    def weights(self, name: str, state_dict: Mapping[str, Any], architecture: Any,
+                result: Mapping[str, Any]) -> None:
         """A model's weights as `weights/<name>.safetensors` with its architecture beside them
-        (`weights/<name>.json`, see `models.architecture`), in one upload."""
+        (`weights/<name>.json`, see `models.architecture`) and how its training went
+        (`weights/<name>.result.json`: status, stop step, history), in one upload."""
         from safetensors.torch import save
 
         tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         self.artifacts({f"{stem}.safetensors": save(tensors),
-                        f"{stem}.json": json.dumps({"architecture": architecture}, indent=1)},
-                       "weights")
+                        f"{stem}.json": json.dumps({"architecture": architecture}, indent=1),
+                        f"{stem}.result.json": json.dumps(result)}, "weights")
 
     def end(self, status: str = "FINISHED") -> None:
         if self.ended:

@@ -8,7 +8,8 @@ field is bounded so that one request cannot take the server down.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -58,45 +59,45 @@ Distinct = AfterValidator(distinct)
 
 
 class ExperimentConfig(BaseModel):
-    """Fields every experiment shares: the seed and the device."""
+    """Fields every experiment shares: the seed and the device. Strict: a request is JSON, so a
+    field takes its JSON type only (no `"100"` or `20.0` for an integer, no `1` or `"yes"` for
+    a boolean, no `true` for a number)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     seed: Seed = Field(0, description="seed of every random choice")
     seeds: int = Field(3, ge=1, le=16, description="repetitions of every variant, from seed, "
                                                    "seed+1, …, trained together")
+    reuse: bool = Field(True, description="load a finished model with the same training key "
+                                          "(see README: reuse) instead of training it again")
     device: DeviceName = Field("auto", description="auto = cuda when available, else cpu")
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """Pydantic's lax mode reads `true` as 1 in a number field (`"seed": true` would run
-        seed 1); a boolean where no boolean is admitted is a mistake worth a 422."""
-        if _holds_bool(value) and not _admits_bool(cls.model_fields[info.field_name].annotation):
-            raise ValueError("Input should be a number, not a boolean")
+    def _arrays_for_tuples(cls, value: Any, info: ValidationInfo) -> Any:
+        """JSON has no tuples: a JSON array is what a request (or `--set`, or a job's stored
+        config) gives a tuple field, and strict mode takes a list for a tuple in JSON mode only
+        (the configs are validated as Python values)."""
+        if isinstance(value, list) and _is_tuple(cls.model_fields[info.field_name].annotation):
+            return tuple(value)
         return value
 
 
-def _holds_bool(value: Any) -> bool:
-    """Whether a value, or any entry of its (nested) lists, is a boolean. A loop, not
-    recursion: a request may nest lists hundreds deep."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, bool):
-            return True
-        if isinstance(item, list | tuple):
-            pending.extend(item)
-    return False
+def _bare(annotation: Any) -> Any:
+    """The type under `Annotated[…]` and `… | None`; a real union stays a union."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return _bare(members[0])
+    return annotation
 
 
-def _admits_bool(annotation: Any) -> bool:
-    """Whether a field's type accepts a boolean anywhere (bool itself, or a Literal of one)."""
-    if annotation is bool or isinstance(annotation, bool):
-        return True
-    return any(_admits_bool(arg) for arg in get_args(annotation))
+def _is_tuple(annotation: Any) -> bool:
+    return get_origin(_bare(annotation)) is tuple
 
 
 def hidden_widths(default: list[int], description: str = "hidden widths of the MLP") -> Any:
@@ -174,11 +175,42 @@ class BatchSizeStudy(DatasetConfig, Budget):
         10_000, description="first N training examples the train-set measures use")
 
 
-def field_errors(error: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as [{field, reason}]; the offending input is not echoed (it may be huge,
-    or not JSON at all, like inf)."""
-    return [{"field": ".".join(map(str, e["loc"])) or "config", "reason": e["msg"]}
-            for e in error.errors()]
+def field_errors(error: ValidationError, model: type[BaseModel]) -> list[dict[str, str]]:
+    """Pydantic errors of validating `model` as [{field, reason}], each field once and named
+    as the user wrote it; the offending input is not echoed (it may be huge, or not JSON at
+    all, like inf)."""
+    reasons: dict[str, list[str]] = {}
+    for e in error.errors():
+        reasons.setdefault(".".join(map(str, user_path(model, e["loc"]))) or "config",
+                           []).append(e["msg"])
+    return [{"field": field, "reason": " or ".join(found)} for field, found in reasons.items()]
+
+
+def user_path(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[int | str]:
+    """An error's location without the names pydantic adds for the member of a union a value
+    was tried as (`batch_sizes.0.constrained-int` is the user's `batch_sizes.0`): the
+    location is walked along the model's types."""
+    path: list[int | str] = []
+    node: Any = model
+    for part in loc:
+        node = _bare(node)
+        if get_origin(node) in (Union, UnionType):
+            node = Any  # this part names a member tried, not a field of the user's
+            continue
+        path.append(part)
+        node = _member(node, part)
+    return path
+
+
+def _member(node: Any, part: int | str) -> Any:
+    """The type at `part` (a field name or an index) inside `node`."""
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        found = node.model_fields.get(str(part))
+        return found.annotation if found else Any
+    args = get_args(node)
+    if get_origin(node) is tuple and isinstance(part, int) and part < len(args):
+        return args[part]
+    return args[-1] if get_origin(node) in (list, dict) and args else Any
 
 
 def one_line(errors: list[dict[str, str]]) -> str:

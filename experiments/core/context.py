@@ -32,6 +32,7 @@ class RunContext:
     device: str = "cpu"
     on_progress: Callable[[Progress], None] = lambda progress: None
     cancelled: Callable[[], bool] = lambda: False
+    reuse: bool = True  # load a finished model with the same training key instead of training it
     variant: str = ""
     variant_index: int = 0
     variant_count: int = 1

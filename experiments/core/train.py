@@ -117,6 +117,11 @@ class Hook:
     def keep(self, rows: Tensor) -> None:
         """Only the active models at `rows` go on."""
 
+    def key(self, row: int) -> object | None:
+        """What this hook does to model `row`, as JSON-able data for its training key (see
+        `core.reuse`); None: it cannot say (a callback), so its models always train."""
+        return None
+
 
 def make_optimizer(name: str, params: Iterable[Tensor], lr: float) -> torch.optim.Optimizer:
     """Optimizers by name; each updates element-wise, so a stack of models trains as if alone."""
@@ -426,6 +431,9 @@ class LearningRates(Hook):
     def keep(self, rows: Tensor) -> None:
         self.scale = self.scale[rows]
 
+    def key(self, row: int) -> object:
+        return {"rate": float(self.scale[row]), "scaled": "loss" if self.linear else "step"}
+
 
 class DivergesAbove(Hook):
     """A mini-batch loss above `threshold` counts as diverged too: a loss that blew up by
@@ -438,6 +446,9 @@ class DivergesAbove(Hook):
     def diverges(self, losses: Tensor) -> Tensor:
         return losses > self.threshold
 
+    def key(self, row: int) -> object:
+        return {"diverges_above": self.threshold}
+
 
 class Convergence(Hook):
     """The convergence rule of long fits: a model stops as `converged` when its `running_loss`
@@ -447,6 +458,9 @@ class Convergence(Hook):
         self.tol, self.patience = tol, patience
         self.best = [math.inf] * n_models
         self.stale = [0] * n_models
+
+    def key(self, row: int) -> object:
+        return {"convergence": [self.tol, self.patience]}
 
     def on_eval(self, event: EvalEvent) -> dict[int, Status]:
         done: dict[int, Status] = {}
@@ -465,14 +479,17 @@ class Convergence(Hook):
 
 class UntilLoss(Hook):
     """Train until a target: a model stops as `reached` at the first evaluation where its
-    metric `key` (e.g. `train_loss`, a full pass) is at most `target`."""
+    `metric` (e.g. `train_loss`, a full pass) is at most `target`."""
 
-    def __init__(self, target: float, key: str) -> None:
-        self.target, self.key = target, key
+    def __init__(self, target: float, metric: str) -> None:
+        self.target, self.metric = target, metric
 
     def on_eval(self, event: EvalEvent) -> dict[int, Status]:
         return {model: "reached" for model, metrics in zip(event.active, event.metrics)
-                if metrics.get(self.key, math.inf) <= self.target}
+                if metrics.get(self.metric, math.inf) <= self.target}
+
+    def key(self, row: int) -> object:
+        return {"until": [self.metric, self.target]}
 
 
 class StepRecords(Hook):
@@ -482,6 +499,9 @@ class StepRecords(Hook):
 
     def __init__(self, keys: Iterable[Literal["step_loss", "grad_norm"]]) -> None:
         self.records: dict[str, list[Tensor]] = {key: [] for key in keys}
+
+    def key(self, row: int) -> object:
+        return {"records": sorted(self.records)}
 
     def after_step(self, step: int, losses: Tensor, stack: ModelStack) -> None:
         if "step_loss" in self.records:

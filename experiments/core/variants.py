@@ -12,13 +12,13 @@ and count of every final number, and `series` gives the mean curve with its band
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from experiments.core import plots
+from experiments.core import plots, reuse
 from experiments.core.context import RunContext
 from experiments.core.data import Split
 from experiments.core.models import architecture, count_params
@@ -96,34 +96,68 @@ def run_variants(tracker: Tracker, ctx: RunContext, variants: Sequence[Variant],
             groups.append([i])
         else:
             same.append(i)
+    fingerprints = reuse.data_fingerprints(data, evals or {}) if ctx.reuse else {}
+
+    def group_hooks(ids: list[int]) -> list[Hook]:
+        return [*(hooks([variants[i] for i in ids]) if hooks else ()),
+                *([_ByVariant(on_eval, ids)] if on_eval else ())]
+
     outcomes: list[Outcome] = []
     for index, ids in enumerate(groups):
-        group = [variants[i] for i in ids]
-        models = [seeded(v.build, [v.seed], device)[0] for v in group]
-        runs = [tracker.child(v.name, {"n_params": count_params(m), "seed": v.seed, **v.params})
-                for v, m in zip(group, models)]
-        label = group[0].name if len(group) == 1 else f"{len(group)} models together"
+        models = {i: seeded(variants[i].build, [variants[i].seed], device)[0] for i in ids}
+        runs = {i: tracker.child(variants[i].name, {"n_params": count_params(models[i]),
+                                                    "seed": variants[i].seed, **variants[i].params})
+                for i in ids}
+        schedule = schedules[ids[0]]
+        keys = {i: reuse.training_key(models[i], variants[i].seed, schedule,
+                                      reuse.hook_keys(group_hooks(ids), row), fingerprints)
+                if ctx.reuse else None for row, i in enumerate(ids)}
+        found = {i: _reused(tracker, runs[i], models[i], key) for i, key in keys.items() if key}
+        results = {i: result for i, result in found.items() if result is not None}
+        fresh = [i for i in ids if i not in results]
+        label = variants[ids[0]].name if len(ids) == 1 else f"{len(ids)} models together"
         ctx.begin(label, index, len(groups))
+        if fresh:
+            def sink(model: int, x: int, metrics: dict[str, float], fresh: list[int] = fresh,
+                     runs: dict[int, Run] = runs) -> None:
+                runs[fresh[model]].log(metrics, step=x)
 
-        def sink(model: int, x: int, metrics: dict[str, float], runs: list[Run] = runs) -> None:
-            runs[model].log(metrics, step=x)
-
-        own = [*(hooks(group) if hooks else ()), *([_ByVariant(on_eval, ids)] if on_eval else ())]
-        results = train(models, data, schedules[ids[0]], seeds=[v.seed for v in group], evals=evals,
-                        ctx=ctx, sink=sink, hooks=own)
-        for variant, run, model, result in zip(group, runs, models, results):
-            tags: dict[str, Any] = {"status": result.status}
-            if result.status == "diverged":
-                tags["diverged"] = "true"
-                tags["diverged_step"] = result.stop_step
-            run.tags(tags)
-            outcome = Outcome(variant, run, model, result)
-            run.summary({**{f"final_{k}": v for k, v in outcome.final.items()},
-                         "steps_trained": result.stop_step or 0})
-            run.weights(variant.name, model.state_dict(), architecture(model))
-            outcomes.append(outcome)
+            trained = train([models[i] for i in fresh], data, schedule,
+                            seeds=[variants[i].seed for i in fresh], evals=evals, ctx=ctx, sink=sink,
+                            hooks=group_hooks(fresh))
+            results.update(zip(fresh, trained))
+        for i in ids:
+            outcomes.append(_record(variants[i], runs[i], models[i], results[i], keys[i]))
     order = {id(v): i for i, v in enumerate(variants)}
     return sorted(outcomes, key=lambda o: order[id(o.variant)])
+
+
+def _reused(tracker: Tracker, run: Run, model: nn.Module, key: str) -> ModelResult | None:
+    """The result of a finished child trained under `key`, its weights loaded into `model`
+    and its history logged on `run`; None when there is none."""
+    source = reuse.find(tracker.mlflow, key)
+    if source is None:
+        return None
+    result = reuse.load(tracker.mlflow, source, model)
+    for row in result.history:
+        run.log({k: v for k, v in row.items() if k not in ("epoch", "step", "x")}, step=row["x"])
+    run.tags({reuse.SOURCE_TAG: source.info.run_id})
+    return result
+
+
+def _record(variant: Variant, run: Run, model: nn.Module, result: ModelResult,
+            key: str | None) -> Outcome:
+    """The child's status tags, final metrics, weights, training key: its outcome."""
+    tags: dict[str, Any] = {"status": result.status, **({reuse.KEY_TAG: key} if key else {})}
+    if result.status == "diverged":
+        tags["diverged"] = "true"
+        tags["diverged_step"] = result.stop_step
+    run.tags(tags)
+    outcome = Outcome(variant, run, model, result)
+    run.summary({**{f"final_{k}": v for k, v in outcome.final.items()},
+                 "steps_trained": result.stop_step or 0})
+    run.weights(variant.name, model.state_dict(), architecture(model), asdict(result))
+    return outcome
 
 
 class _ByVariant(Hook):
