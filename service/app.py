@@ -163,12 +163,17 @@ def get_job(job_id: str, request: Request) -> dict[str, Any]:
 
 
 @routes.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job",
-             description="A queued job ends KILLED at once and never starts; a running one stops "
-                         "at its next progress report and ends KILLED. 409 if it already ended.")
+             description="The answer says which happened: `started: false` — the job was "
+                         "cancelled before any worker took it, it is KILLED now and never runs; "
+                         "`started: true` — a worker had taken it, it stops at its next progress "
+                         "report and ends KILLED (or FINISHED / FAILED if it ends first). "
+                         "`ends_as` lists the final states it can still reach. 409 if it already "
+                         "ended; 503 if the queue could not be asked (the cancel is recorded and "
+                         "takes effect).")
 def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     lab_ = lab(request)
-    status = jobs.cancel(lab_.mlflow, job_id)
-    return {"id": job_id, "status": status, "links": links(request, lab_, job_id, None)}
+    outcome = jobs.cancel(lab_.mlflow, lab_.queue, job_id)
+    return {"id": job_id, **outcome, "links": links(request, lab_, job_id, None)}
 
 
 def healthz(request: Request) -> JSONResponse:

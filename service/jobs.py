@@ -5,6 +5,19 @@ A job is an MLflow parent run (tag `phenolab.kind=job`); its run id is the job i
 status is the job status: SCHEDULED → RUNNING → FINISHED / FAILED / KILLED. Tags carry the
 rest: the validated config, the attempt number, the worker, its heartbeat, the progress,
 a cancel request and the error.
+
+Who moves a SCHEDULED job on, a worker slot (→ RUNNING) or a cancel (→ KILLED), is decided by
+a claim, since MLflow has no compare-and-set: each attempt of a job has one claim in the
+queue's backend (`JobQueue.claim`: Redis `SET NX`, or an INSERT on a SQLite primary key, keyed
+by run id + attempt), which either must win before it writes the status. A slot claims a
+message's attempt before it reads the job, then writes RUNNING; a cancel of a SCHEDULED job
+first tags the request (`phenolab.cancel`), then claims: if it wins the job ends KILLED
+("cancelled before it started") and no slot ever runs that attempt; if a slot won, the answer
+is RUNNING and the slot stops the job at its next progress report (it may finish first). A
+re-queued job runs a new attempt, with a new claim; a slot told to stop releases its claim
+when it hands the same attempt back. The sweep reads the claims too: it never re-enqueues a
+claimed attempt, ends KILLED a cancel whose API died after winning, and re-queues an attempt
+whose slot claimed it but was lost before it wrote RUNNING.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from pydantic import ValidationError
 from experiments import catalog
 from experiments.core.config import ExperimentConfig, build_config, field_errors, one_line
 from experiments.tracking import ERROR_TAG, EXPERIMENT_TAG, create_parent_run
-from service.queue import JobQueue, QueueUnavailable
+from service.queue import Claim, JobQueue, QueueUnavailable
 from service.settings import Settings
 
 log = logging.getLogger("phenolab.jobs")
@@ -43,6 +56,9 @@ STARTED = "phenolab.started"
 CANCEL = "phenolab.cancel"
 ERROR = ERROR_TAG
 REQUEUED = "phenolab.requeued"
+
+CANCELLER = "cancel"  # the claim owner of a cancel; worker slots own theirs by their id
+NOT_STARTED = "cancelled before it started"
 
 ACTIVE = ("SCHEDULED", "RUNNING")
 MAX_TAG_CHARS = 8000
@@ -73,6 +89,10 @@ class Conflict(JobError):
 
 class InvalidConfig(JobError):
     status = 422
+
+
+class Unavailable(JobError):
+    status = 503
 
 
 def finite(value: Any) -> Any:
@@ -186,6 +206,10 @@ def progress(run: Run) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
+def attempt_of(run: Run) -> int:
+    return int(run.data.tags.get(ATTEMPT, 1))
+
+
 def summary(run: Run) -> dict[str, Any]:
     """What a job list shows for one job."""
     tags = run.data.tags
@@ -212,7 +236,7 @@ def detail(mlflow: MlflowClient, run: Run) -> dict[str, Any]:
     return {
         **summary(run),
         "config": json.loads(tags[CONFIG]) if CONFIG in tags else None,
-        "attempt": int(tags.get(ATTEMPT, 1)),
+        "attempt": attempt_of(run),
         "worker": tags.get(WORKER),
         "started": _tag_time(run, STARTED),
         "heartbeat": _tag_time(run, HEARTBEAT),
@@ -263,47 +287,72 @@ def check_page_token(token: str | None) -> None:
         raise JobError(f"bad page_token: offset {offset} out of range", field="page_token")
 
 
-def cancel(mlflow: MlflowClient, run_id: str) -> str:
-    """A queued job ends KILLED now and never starts; a running one is flagged and its worker
-    stops it at the next progress report (it then ends KILLED). Returns the status now."""
+def kill(mlflow: MlflowClient, run_id: str, reason: str, worker: str | None = None) -> None:
+    """End a job KILLED that no slot runs: the caller holds its claim (`worker`, the slot's
+    id, when a slot claimed it and found the cancel request)."""
+    tags = [RunTag(ERROR, reason)] + ([RunTag(WORKER, worker)] if worker else [])
+    mlflow.log_batch(run_id, tags=tags)
+    mlflow.set_terminated(run_id, "KILLED")
+
+
+def cancel(mlflow: MlflowClient, queue: JobQueue, run_id: str) -> dict[str, Any]:
+    """Cancel a job, and say honestly what happens to it: a SCHEDULED job whose claim the
+    cancel wins ends KILLED now and never starts; one a slot took (or is taking) is flagged,
+    and stops at its next progress report, ending KILLED — or FINISHED / FAILED if it ends
+    first. 503 when the queue cannot be asked (the request is recorded all the same)."""
     run = load(mlflow, run_id)
     if run.info.status not in ACTIVE:
         raise Conflict(f"job {run_id} already ended {run.info.status}", field="job_id")
     mlflow.set_tag(run_id, CANCEL, str(time.time()))
     if run.info.status == "SCHEDULED":
-        mlflow.set_tag(run_id, ERROR, "cancelled before it started")
-        mlflow.set_terminated(run_id, "KILLED")
-        return "KILLED"
-    return "RUNNING"
+        try:
+            holder = queue.claim(run_id, attempt_of(run), CANCELLER)
+        except QueueUnavailable as error:
+            raise Unavailable(f"the queue is unreachable ({error}): the cancel is recorded and "
+                              "takes effect, but whether the job had started is unknown",
+                              field="job_id") from None
+        if holder.owner == CANCELLER:
+            kill(mlflow, run_id, NOT_STARTED)
+            return {"status": "KILLED", "started": False, "ends_as": ["KILLED"],
+                    "note": "cancelled before it started: it never runs"}
+    return {"status": "RUNNING", "started": True, "ends_as": ["KILLED", "FINISHED", "FAILED"],
+            "note": "a worker had taken it: it stops at its next progress report and ends "
+                    "KILLED, unless it finishes (or fails) first"}
 
 
-def end_children(mlflow: MlflowClient, run: Run) -> None:
-    """Discard the child runs of an attempt that will not finish (soft delete)."""
+def end_children(mlflow: MlflowClient, run: Run, discard: bool = True) -> None:
+    """End the child runs of an attempt that will not finish FAILED; discarded (soft delete)
+    when the job runs again, kept when this attempt was its last (how far it got)."""
     for child in children(mlflow, run):
         if child.info.status in ACTIVE:
             mlflow.set_terminated(child.info.run_id, "FAILED")
-        mlflow.delete_run(child.info.run_id)
+        if discard:
+            mlflow.delete_run(child.info.run_id)
 
 
 def requeue(mlflow: MlflowClient, queue: JobQueue, run: Run, reason: str, max_attempts: int,
             count: bool = True) -> str:
     """Put a job whose attempt was lost back in the queue, or end it FAILED with `reason` when
     it has had `max_attempts` runs. `count=False` re-runs the same attempt (graceful worker
-    shutdown). Returns the new status."""
+    shutdown: the caller holds its claim, released here). Returns the new status."""
     run_id = run.info.run_id
-    attempt = int(run.data.tags.get(ATTEMPT, 1))
-    end_children(mlflow, run)
-    if count and attempt >= max_attempts:
+    attempt = attempt_of(run)
+    last = count and attempt >= max_attempts
+    end_children(mlflow, run, discard=not last)
+    if last:
         mlflow.set_tag(run_id, ERROR, f"{reason}; gave up after {attempt} attempt(s)")
         mlflow.set_terminated(run_id, "FAILED")
         log.warning("job %s FAILED: %s", run_id, reason)
         return "FAILED"
     attempt += count
-    if ERROR in run.data.tags:
-        mlflow.delete_tag(run_id, ERROR)
+    for stale in (ERROR, PROGRESS):  # of the attempt that was lost
+        if stale in run.data.tags:
+            mlflow.delete_tag(run_id, stale)
     mlflow.log_batch(run_id, tags=[RunTag(ATTEMPT, str(attempt)), RunTag(HEARTBEAT, str(time.time())),
                                    RunTag(REQUEUED, f"{reason} (attempt {attempt})")])
     set_status(mlflow, run_id, "SCHEDULED")
+    if not count:
+        queue.release(run_id, attempt)
     queue.enqueue(run_id, attempt)
     log.warning("job %s re-queued (attempt %d): %s", run_id, attempt, reason)
     return "SCHEDULED"
@@ -317,11 +366,12 @@ def last_sign_of_life(run: Run) -> float:
 
 def sweep(mlflow: MlflowClient, queue: JobQueue, settings: Settings) -> dict[str, int]:
     """Recover lost jobs: RUNNING with a stale heartbeat → re-queued once, then FAILED with the
-    reason; SCHEDULED for long and missing from the queue (lost between create and enqueue)
-    → enqueued again. Run by the API, one process, so two sweeps never race. Oldest first:
-    lost jobs are old ones, and more than 1,000 may be queued behind them."""
+    reason; SCHEDULED for long (`settle`) → enqueued again when it is unclaimed and missing
+    from the queue (lost between create and enqueue). Run by the API, one process, so two
+    sweeps never race. Oldest first: lost jobs are old ones, and more than 1,000 may be
+    queued behind them."""
     now = time.time()
-    counts = {"requeued": 0, "failed": 0, "enqueued": 0}
+    counts = {"requeued": 0, "failed": 0, "enqueued": 0, "killed": 0}
     running, _ = search(mlflow, status="RUNNING", limit=1000, oldest_first=True)
     for run in running:
         idle = now - last_sign_of_life(run)
@@ -335,7 +385,31 @@ def sweep(mlflow: MlflowClient, queue: JobQueue, settings: Settings) -> dict[str
     if old:
         queued = queue.pending_run_ids()
         for run in old:
-            if run.info.run_id not in queued and CANCEL not in run.data.tags:
-                queue.enqueue(run.info.run_id, int(run.data.tags.get(ATTEMPT, 1)))
-                counts["enqueued"] += 1
+            if outcome := settle(mlflow, queue, run, queued, settings):
+                counts[outcome] += 1
     return counts
+
+
+def settle(mlflow: MlflowClient, queue: JobQueue, run: Run, queued: set[str],
+           settings: Settings) -> str | None:
+    """What a long-SCHEDULED job needs, by its claim: none and no message → enqueued (or
+    KILLED when a cancel was asked for); the cancel's → KILLED (its API died before writing
+    it); a slot's, held past the stale time → that slot was lost before it wrote RUNNING, so
+    re-queued. Returns the `sweep` count it adds to, if any."""
+    run_id, attempt = run.info.run_id, attempt_of(run)
+    holder: Claim | None = queue.claimed(run_id, attempt)
+    if holder is None and CANCEL in run.data.tags:
+        holder = queue.claim(run_id, attempt, CANCELLER)
+    if holder is None:
+        if run_id in queued:
+            return None
+        queue.enqueue(run_id, attempt)
+        return "enqueued"
+    if holder.owner == CANCELLER:
+        kill(mlflow, run_id, NOT_STARTED)
+        return "killed"
+    if time.time() - holder.at > settings.stale_seconds:
+        status = requeue(mlflow, queue, run, f"worker {holder.owner} lost before the job started",
+                         settings.max_attempts)
+        return "requeued" if status == "SCHEDULED" else "failed"
+    return None

@@ -5,11 +5,15 @@ each GPU of `PHENOLAB_GPUS` × `PHENOLAB_JOBS_PER_GPU`, or CPU slots when there 
 job it held at once), and stops them all on SIGTERM/SIGINT.
 
 A child (`python -m service.worker --slot N`) takes jobs from the queue one at a time and runs
-them through `experiments.runner`, the same code path as `phenolab run`. While a job runs, a
-thread writes its heartbeat and progress into the run's tags and looks for a cancel request;
-the experiment stops at its next progress report (`RunContext.cancelled`). A job that raises
-ends FAILED (the runner records the message and traceback) and the child takes the next one.
-A child told to stop puts its job back in the queue, to run again from the start.
+them through `experiments.runner`, the same code path as `phenolab run`. It claims each
+message's attempt before it starts the job (see `service.jobs`: a cancel or another slot may
+win). While a job runs, a thread writes its heartbeat and progress into the run's tags and
+looks for a cancel request; the experiment stops at its next progress report
+(`RunContext.cancelled`). A job that raises ends FAILED (the runner records the message and
+traceback) and the child takes the next one. A child told to stop puts its job back in the
+queue, to run again from the start. A queue that cannot be reached (Redis restarting) is waited
+out: the child logs one line when it goes and one when it is back, and retries every
+`PHENOLAB_POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -26,30 +30,33 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mlflow.entities import RunTag
+from mlflow.tracking import MlflowClient
 
 from experiments.tracking import client
 from service import jobs
-from service.queue import JobQueue
+from service.queue import JobQueue, QueueUnavailable
 from service.settings import Settings, settings
 
 log = logging.getLogger("phenolab.worker")
+T = TypeVar("T")
 STOP_GRACE_SECONDS = 30.0
 RESPAWN_DELAY_SECONDS = 1.0
 RESPAWN_MAX_SECONDS = 60.0
 HEALTHY_SECONDS = 60.0  # a slot that lived this long died of its job, not of its start
 
 
-def respawn_delay(previous: float | None, lived: float) -> float:
+def respawn_delay(previous: float | None, lived: float, took_job: bool = False) -> float:
     """Seconds to wait before restarting a slot that died after `lived` seconds, `previous`
     being the wait before its last restart: a slot that keeps dying soon after its start (a
     broken driver, a bad environment) backs off, doubling up to a minute, instead of spinning
-    once a second; one that ran for a while restarts after the base delay."""
-    if previous is None or lived >= HEALTHY_SECONDS:
+    once a second; one that ran for a while, or had taken a job (so it started fine, and died
+    of the job or was killed), restarts after the base delay."""
+    if previous is None or lived >= HEALTHY_SECONDS or took_job:
         return RESPAWN_DELAY_SECONDS
     return min(2 * previous, RESPAWN_MAX_SECONDS)
 
@@ -82,22 +89,65 @@ def worker_id(slot: int, pid: int) -> str:
     return f"{socket.gethostname()}/slot{slot}/pid{pid}"
 
 
+def open_store(mlflow: MlflowClient, who: str) -> None:
+    """Open the tracking store ahead of need (seconds on SQLite: the engine, the schema check),
+    so that a ready slot starts a job at once and a supervisor re-queues a dead slot's job
+    before the sweep takes it for lost; a store that is down now is retried when needed."""
+    try:
+        mlflow.search_experiments(max_results=1)
+    except Exception as error:
+        log.warning("%s: the tracking store is not reachable yet: %s", who, error)
+
+
 # ---------------------------------------------------------------- the child: one slot
 
 
 @dataclass
 class Slot:
     """The identity, queue and stop flag of the process consuming the queue; the queue runs
-    each message it takes as `run_job(this slot, …)`."""
+    each message it takes as `run_job(this slot, …)`. `report_fd` is the pipe on which it
+    tells its supervisor, once, that it took a job."""
 
     id: str
     settings: Settings
     stop: threading.Event = field(default_factory=threading.Event)
     gpu: str | None = None
+    report_fd: int | None = None
     queue: JobQueue = field(init=False)
+    queue_down: bool = field(default=False, init=False)
+    mlflow: MlflowClient = field(init=False)
 
     def __post_init__(self) -> None:
         self.queue = JobQueue(self.settings, handler=functools.partial(run_job, self))
+        self.mlflow = client(self.settings.tracking_uri)
+
+    def reach(self, call: Callable[[], T]) -> T | None:
+        """`call` on the queue; None when the queue is unreachable, which is logged once per
+        outage (not a traceback per poll): the caller waits and tries again."""
+        try:
+            result = call()
+        except QueueUnavailable as error:
+            if not self.queue_down:
+                log.warning("worker %s: the queue is unreachable (%s); retrying every %g s",
+                            self.id, error, self.settings.poll_seconds)
+            self.queue_down = True
+            return None
+        if self.queue_down:
+            log.warning("worker %s: the queue is back", self.id)
+        self.queue_down = False
+        return result
+
+    def report(self, job: str | None) -> None:
+        """Tell /healthz this slot is alive (and which job it runs)."""
+        self.reach(functools.partial(self.queue.seen, self.id, {"gpu": self.gpu, "job": job}))
+
+    def took_job(self) -> None:
+        """Tell the supervisor, once, that this slot started fine and took a job: its death
+        from now on is no start-up crash."""
+        if self.report_fd is not None:
+            os.write(self.report_fd, b"j")
+            os.close(self.report_fd)
+            self.report_fd = None
 
 
 class Heartbeat(threading.Thread):
@@ -131,9 +181,9 @@ class Heartbeat(threading.Thread):
             self.mlflow.log_batch(self.run_id, tags=tags)
             if jobs.CANCEL in self.mlflow.get_run(self.run_id).data.tags:
                 self.cancel_requested.set()
-            self.slot.queue.seen(self.slot.id, {"gpu": self.slot.gpu, "job": self.run_id})
         except Exception as error:  # a store hiccup must not kill the job; the next beat retries
             log.warning("heartbeat of %s failed: %s", self.run_id, error)
+        self.slot.report(self.run_id)
 
     def stop(self) -> None:
         self.done.set()
@@ -142,26 +192,33 @@ class Heartbeat(threading.Thread):
 
 
 def run_job(slot: Slot, run_id: str, attempt: int) -> None:
-    """Run one queued job in this slot's process, unless it was cancelled, already taken, or
-    superseded by a later attempt."""
+    """Run one queued job in this slot's process, unless a cancel or another slot claimed
+    that attempt first, or it was superseded by a later attempt."""
     from experiments import catalog
     from experiments.core.config import build_config
     from experiments.core.context import Cancelled, RunContext
     from experiments.runner import run_experiment
 
-    mlflow = client(slot.settings.tracking_uri)
+    # first, before reading the job: the sooner the claim, the shorter the time the sweep
+    # sees neither the message nor a claim
+    holder = slot.reach(functools.partial(slot.queue.claim, run_id, attempt, slot.id))
+    if holder is None or holder.owner != slot.id:
+        log.info("job %s attempt %d: message skipped (claimed by %s)", run_id, attempt,
+                 holder.owner if holder else "? (the queue is unreachable; the sweep re-enqueues it)")
+        return
+    mlflow = slot.mlflow
     try:
         run = jobs.load(mlflow, run_id)
     except jobs.NotFound:
         log.warning("job %s is gone; skipped", run_id)
         return
     tags = run.data.tags
-    if run.info.status != "SCHEDULED" or tags.get(jobs.ATTEMPT, "1") != str(attempt):
+    if run.info.status != "SCHEDULED" or jobs.attempt_of(run) != attempt:
         log.info("job %s is %s (attempt %s); message for attempt %d skipped",
                  run_id, run.info.status, tags.get(jobs.ATTEMPT), attempt)
         return
-    if jobs.CANCEL in tags:
-        mlflow.set_terminated(run_id, "KILLED")
+    if jobs.CANCEL in tags:  # asked while this slot claimed it: the cancel was told RUNNING
+        jobs.kill(mlflow, run_id, "cancelled as it started", worker=slot.id)
         return
     name = tags[jobs.EXPERIMENT]
     try:
@@ -198,27 +255,30 @@ def free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def serve_slot(slot_index: int) -> None:
-    """The child's loop: take a job, run it, repeat, until SIGTERM/SIGINT."""
+def serve_slot(slot_index: int, report_fd: int | None = None) -> None:
+    """The child's loop: take a job, run it, repeat, until SIGTERM/SIGINT; through outages of
+    the queue, which it waits out."""
     s = settings()
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
-    slot = Slot(worker_id(slot_index, os.getpid()), s, gpu=gpu)
+    slot = Slot(worker_id(slot_index, os.getpid()), s, gpu=gpu, report_fd=report_fd)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: slot.stop.set())
     import experiments.runner  # noqa: F401  (torch and the experiments, before the first job)
 
+    open_store(slot.mlflow, f"worker {slot.id}")
     log.info("worker %s ready (%s), queue %s", slot.id, f"GPU {gpu}" if gpu else "CPU",
              slot.queue.backend)
     last_seen = 0.0
     while not slot.stop.is_set():
         if time.monotonic() - last_seen > s.heartbeat_seconds:
-            slot.queue.seen(slot.id, {"gpu": gpu, "job": None})
+            slot.report(None)
             last_seen = time.monotonic()
-        task = slot.queue.take()
+        task = slot.reach(slot.queue.take)
         if task is None:
             slot.stop.wait(s.poll_seconds)
             continue
-        slot.queue.execute(task)
+        slot.took_job()
+        slot.reach(functools.partial(slot.queue.execute, task))
         last_seen = 0.0
     log.info("worker %s stopped", slot.id)
 
@@ -233,31 +293,48 @@ class Supervisor:
         self.settings = s
         self.slots = plan_slots(s)
         self.procs: dict[int, subprocess.Popen] = {}
+        self.reports: dict[int, int] = {}  # read ends of the slots' "took a job" pipes
         self.started: dict[int, float] = {}
         self.delays: dict[int, float] = {}
         self.due: dict[int, float] = {}  # slots waiting out their respawn delay
         self.stopping = threading.Event()
+        self.mlflow = client(s.tracking_uri)
 
     def spawn(self, index: int) -> None:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": self.slots[index] or ""}
         if self.slots[index] is None and "OMP_NUM_THREADS" not in env:
             # CPU slots share the cores rather than each starting a thread per core
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.slots.count(None)))
+        read, write = os.pipe()
+        os.set_blocking(read, False)
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "service.worker", "--slot", str(index)], env=env)
+            [sys.executable, "-m", "service.worker", "--slot", str(index), "--report-fd",
+             str(write)], env=env, pass_fds=(write,))
+        os.close(write)
+        self.reports[index] = read
         self.started[index] = time.monotonic()
+
+    def took_job(self, index: int) -> bool:
+        """Whether the slot's process, now dead, had told us it took a job."""
+        read = self.reports.pop(index)
+        try:
+            return bool(os.read(read, 1))
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(read)
 
     def recover(self, index: int, proc: subprocess.Popen) -> None:
         """A child died: its RUNNING job is re-queued now rather than after the stale time
         (if this fails, the API's sweep re-queues it after the stale time)."""
         dead = worker_id(index, proc.pid)
         try:
-            mlflow = client(self.settings.tracking_uri)
             queue = JobQueue(self.settings)
-            running, _ = jobs.search(mlflow, status="RUNNING", limit=1000)
+            running, _ = jobs.search(self.mlflow, status="RUNNING", limit=1000)
             for run in running:
                 if run.data.tags.get(jobs.WORKER) == dead:
-                    jobs.requeue(mlflow, queue, run, f"worker {dead} died (exit {proc.returncode})",
+                    jobs.requeue(self.mlflow, queue, run,
+                                 f"worker {dead} died (exit {proc.returncode})",
                                  self.settings.max_attempts)
         except Exception as error:
             log.warning("could not re-queue the job of slot %d: %s", index, error)
@@ -269,15 +346,19 @@ class Supervisor:
         print(f"phenolab worker: {len(self.slots)} slot(s) [{devices}]", flush=True)
         for index in range(len(self.slots)):
             self.spawn(index)
+        threading.Thread(target=open_store, args=(self.mlflow, "worker supervisor"),
+                         daemon=True).start()
         while not self.stopping.wait(0.5):
             for index, proc in list(self.procs.items()):
                 if proc.poll() is None:
                     continue
                 del self.procs[index]
                 lived = time.monotonic() - self.started[index]
-                delay = self.delays[index] = respawn_delay(self.delays.get(index), lived)
-                log.warning("worker slot %d (pid %d) exited with %s after %.0f s; restarting in "
-                            "%.0f s", index, proc.pid, proc.returncode, lived, delay)
+                worked = self.took_job(index)
+                delay = self.delays[index] = respawn_delay(self.delays.get(index), lived, worked)
+                log.warning("worker slot %d (pid %d) exited with %s after %.0f s%s; restarting "
+                            "in %.0f s", index, proc.pid, proc.returncode, lived,
+                            ", having taken a job" if worked else "", delay)
                 # off this loop: a store that is down retries for minutes, and meanwhile the
                 # other slots and a stop request must still be handled
                 threading.Thread(target=self.recover, args=(index, proc), daemon=True).start()
@@ -306,10 +387,11 @@ class Supervisor:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__)
     p.add_argument("--slot", type=int, required=True, help="slot index (set by the supervisor)")
+    p.add_argument("--report-fd", type=int, help="pipe to the supervisor (set by it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a slot is stuck
-    serve_slot(args.slot)
+    serve_slot(args.slot, args.report_fd)
     return 0
 
 

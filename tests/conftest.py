@@ -38,3 +38,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     from service_lab import running_lab
 
     yield from running_lab(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def working(lab):
+    """The session's lab with a worker (one CPU slot) running, for one test module."""
+    lab.start_worker()
+    yield lab
+    lab.stop(lab.worker)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path):
+    """A Redis server of this test's own on a free port (tests/service_lab.py's OwnRedis)."""
+    from service_lab import own_redis_server
+
+    yield from own_redis_server(tmp_path)

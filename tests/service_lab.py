@@ -4,6 +4,7 @@ subprocess on a free port, configured through the environment like a deployment.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -114,6 +115,11 @@ class Lab:
     def until(self, check: Callable[[], Any], timeout: float, what: str) -> None:
         until(check, timeout, what, self.tails)
 
+    def output(self, command: str) -> str:
+        """All that the `command` processes (api, worker and its slots) wrote so far."""
+        return "\n".join(log.read_text(errors="replace")
+                         for log in sorted(self.logs.glob(f"{command}-*.log")))
+
     def tails(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
                          for log in sorted(self.logs.glob("*.log")))
@@ -149,3 +155,47 @@ def has_torch(pid: int) -> bool:
     """Whether a live process has torch's shared libraries mapped (i.e. imported torch)."""
     maps = Path(f"/proc/{pid}/maps").read_text()
     return "libtorch" in maps or "/torch/" in maps
+
+
+class OwnRedis:
+    """A Redis server configured like the compose file's (password, append-only file) on a free
+    port, restartable: what `redis` in docker-compose.yml is, without its image."""
+
+    def __init__(self, binary: str, data: Path) -> None:
+        self.binary, self.data, self.port = binary, data, free_port()
+        self.url = f"redis://:s3cret@127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass",
+             "s3cret", "--appendonly", "yes", "--save", "", "--dir", str(self.data)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client, deadline = redis.Redis.from_url(self.url), time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # SIGTERM: Redis writes the append-only file out and exits
+            self.proc.wait(30)
+
+
+def own_redis_server(data: Path) -> Iterator[OwnRedis]:
+    """A started OwnRedis keeping its files in `data`, stopped afterwards; skips the test on a
+    machine without redis-server."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary on this machine")
+    server = OwnRedis(binary, data)
+    server.start()
+    yield server
+    server.stop()

@@ -80,6 +80,10 @@ def test_a_slot_killed_mid_job_is_replaced_and_the_job_runs_again(working: Lab) 
     assert job["attempt"] == 2 and f"pid{slot_pid} died (exit -9)" in job["requeued"]
     assert job["worker"] != first["worker"] and len(job["children"]) == 1
     assert job["progress"]["done"] == 6000
+    # it had taken a job, so its death was no start-up crash: restarted after the base delay
+    [died] = [line for line in working.output("worker").splitlines()
+              if f"(pid {slot_pid}) exited" in line]
+    assert died.endswith("having taken a job; restarting in 1 s"), died
 
 
 def test_cancel_queued_and_running_jobs(working: Lab) -> None:
@@ -148,7 +152,7 @@ def test_sweep_requeues_a_stale_job_once_then_fails_it(store: str, tmp_path: Pat
     taken_and_dead(1)
     orphan = mlflow.create_run(mlflow.get_run(job_id).info.experiment_id,
                                tags={"mlflow.parentRunId": job_id}).info.run_id
-    assert jobs.sweep(mlflow, queue, s) == {"requeued": 1, "failed": 0, "enqueued": 0}
+    assert jobs.sweep(mlflow, queue, s) == {"requeued": 1, "failed": 0, "enqueued": 0, "killed": 0}
     run = mlflow.get_run(job_id)
     assert run.info.status == "SCHEDULED" and run.data.tags[jobs.ATTEMPT] == "2"
     assert "worker host/slot0/pid1 lost: no heartbeat for 60 s" in run.data.tags[jobs.REQUEUED]
@@ -156,7 +160,7 @@ def test_sweep_requeues_a_stale_job_once_then_fails_it(store: str, tmp_path: Pat
     assert queue.pending_run_ids() == {job_id}
 
     taken_and_dead(2)
-    assert jobs.sweep(mlflow, queue, s) == {"requeued": 0, "failed": 1, "enqueued": 0}
+    assert jobs.sweep(mlflow, queue, s) == {"requeued": 0, "failed": 1, "enqueued": 0, "killed": 0}
     run = mlflow.get_run(job_id)
     assert run.info.status == "FAILED" and queue.size() == 0
     assert run.data.tags[jobs.ERROR].endswith("gave up after 2 attempt(s)")
@@ -197,6 +201,7 @@ def test_a_slot_dying_at_start_backs_off_to_a_minute() -> None:
         delays.append(respawn_delay(delays[-1], lived=0.5))
     assert delays == [1, 2, 4, 8, 16, 32, 60, 60, 60]
     assert respawn_delay(60, lived=3600) == 1  # it ran for an hour: its job killed it
+    assert respawn_delay(32, lived=5, took_job=True) == 1  # it started fine, a job killed it
 
 
 def test_a_stale_time_within_two_heartbeats_is_refused() -> None:
