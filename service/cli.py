@@ -50,7 +50,7 @@ def make_config(name: str, preset: str | None, sets: Sequence[str]):
     try:
         return build_config(entry.config_cls, preset, parse_sets(sets))
     except ValidationError as error:
-        raise UsageError(f"--set {one_line(field_errors(error))}") from None
+        raise UsageError(f"--set {one_line(field_errors(error, entry.config_cls))}") from None
     except ValueError as error:
         raise UsageError(str(error)) from None
 

@@ -122,7 +122,7 @@ def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
     try:
         config = build_config(entry.config_cls, preset, values)
     except ValidationError as error:
-        raise InvalidConfig("invalid config", field_errors(error)) from None
+        raise InvalidConfig("invalid config", field_errors(error, entry.config_cls)) from None
     except ValueError as error:  # the preset, checked before the fields
         raise InvalidConfig("invalid config", [{"field": "preset", "reason": str(error)}]) from None
     if len(config.model_dump_json()) > MAX_TAG_CHARS:

@@ -25,7 +25,7 @@ TITLE = "HW1-3 Flatness vs generalization, part 1: the line between two trained 
 class Approach(BaseModel):
     """How one of the two models is trained."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as strict as the config
 
     batch_size: BatchSize = 64
     lr: LearningRate = 1e-3
