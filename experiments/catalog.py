@@ -23,17 +23,13 @@ from experiments.glossary import Term
 
 
 @dataclass(frozen=True)
-class Entry:
+class Runnable:
+    """What the catalog says of anything `phenolab run` runs (an experiment, a suite of them):
+    its name, title and config."""
+
     name: str
     title: str
     config_cls: type[ExperimentConfig]
-    package: str  # experiments.<folder>: its config.py and experiment.py
-    own_terms: tuple[Term, ...] = ()  # the names only this experiment logs (its glossary.toml)
-
-    @property
-    def terms(self) -> list[Term]:
-        """Every name this experiment may log: the shared ones and its own."""
-        return [*glossary.SHARED, *self.own_terms]
 
     @property
     def description(self) -> str:
@@ -43,11 +39,8 @@ class Entry:
     def presets(self) -> dict[str, dict[str, Any]]:
         return self.config_cls.PRESETS
 
-    def run_function(self) -> Callable[..., Any]:
-        return importlib.import_module(f"{self.package}.experiment").run
-
     def describe(self) -> dict[str, Any]:
-        """The JSON form shown by `phenolab list` and `GET /experiments`."""
+        """The JSON form shown by `phenolab list` and the API."""
         return {
             "name": self.name,
             "title": self.title,
@@ -55,8 +48,24 @@ class Entry:
             "defaults": self.config_cls().model_dump(mode="json"),
             "presets": self.presets,
             "schema": self.config_cls.model_json_schema(),
-            "glossary": [term.describe() for term in self.terms],
         }
+
+
+@dataclass(frozen=True)
+class Entry(Runnable):
+    package: str  # experiments.<folder>: its config.py and experiment.py
+    own_terms: tuple[Term, ...] = ()  # the names only this experiment logs (its glossary.toml)
+
+    @property
+    def terms(self) -> list[Term]:
+        """Every name this experiment may log: the shared ones and its own."""
+        return [*glossary.SHARED, *self.own_terms]
+
+    def run_function(self) -> Callable[..., Any]:
+        return importlib.import_module(f"{self.package}.experiment").run
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "glossary": [term.describe() for term in self.terms]}
 
 
 class UnknownExperiment(KeyError):

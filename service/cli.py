@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from experiments import catalog
 from experiments.core.config import build_config, field_errors, one_line
 from experiments.stores import home
+from experiments.suite import SUITES, runnable
 from service.settings import Settings, settings
 
 EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 3, "WAITING": 4}
@@ -29,22 +31,28 @@ class UsageError(Exception):
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
     """`key=value` pairs; values are JSON when they parse as JSON (numbers, lists, true),
-    else plain strings."""
+    else plain strings. A dotted key sets a nested field: `overrides.sensitivity.epochs=2`."""
     values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--set {pair!r}: expected key=value")
+        *outer, last = key.split(".")
+        place = values
+        for part in outer:
+            place = place.setdefault(part, {})
+            if not isinstance(place, dict):
+                raise UsageError(f"--set {pair!r}: {part} is set to a value, not fields")
         try:
-            values[key] = json.loads(raw)
+            place[last] = json.loads(raw)
         except json.JSONDecodeError:
-            values[key] = raw
+            place[last] = raw
     return values
 
 
 def make_config(name: str, preset: str | None, sets: Sequence[str]):
     try:
-        entry = catalog.get(name)
+        entry = runnable(name)
     except catalog.UnknownExperiment as error:
         raise UsageError(str(error)) from None
     try:
@@ -56,14 +64,18 @@ def make_config(name: str, preset: str | None, sets: Sequence[str]):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = make_config(args.name, args.preset, args.set)
+    config = make_config(args.name, args.preset, [*args.set, *(["reuse=false"] if args.no_reuse else [])])
     from experiments.core.context import Cancelled, RunContext
     from experiments.runner import run_experiment
     from experiments.tracking import client
-    from service import jobs
+    from service import jobs, report
     from service.progress import ProgressBar
 
     mlflow = client()
+    if config.reuse and (done := jobs.reusable(mlflow, args.name, config)) is not None:
+        print("reused: this config ran to its end on this code version before "
+              "(--no-reuse runs it again)")
+        return print_run(mlflow, done.info.run_id, report.at(mlflow, done.info.run_id))
     run_id = jobs.create(mlflow, args.name, config, status="RUNNING")  # a job, run in the foreground
     with ProgressBar(args.name) as bar:
         ctx = RunContext(on_progress=bar.update)
@@ -72,9 +84,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         except Cancelled as stop:
             print(f"cancelled: {stop}", file=sys.stderr)
             return 130
+        finally:  # the report of however it ended
+            where = report.log(mlflow, run_id, settings())
+    return print_run(mlflow, run_id, where)
+
+
+def print_run(mlflow, run_id: str, report_at: str | None) -> int:
+    """Where the run is, in MLflow and as a report."""
     run = mlflow.get_run(run_id)
     print(f"MLflow run: {run_id} ({run.info.status})")
     print(f"open it:    phenolab ui   →  {settings().run_link(run.info.experiment_id, run_id)}")
+    if report_at:
+        print(f"report:     {report_at}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Build the HTML report of a run from MLflow into a file."""
+    from mlflow.exceptions import MlflowException
+
+    from experiments.tracking import client
+    from service import report
+
+    try:
+        html = report.build(client(), args.run_id, settings())
+    except MlflowException as error:
+        raise UsageError(f"run {args.run_id}: {error.message}") from None
+    out = Path(args.output or f"report-{args.run_id}.html")
+    out.write_text(html)
+    print(f"report of {args.run_id}: {out.resolve()}")
     return 0
 
 
@@ -194,19 +232,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
     body = parse_sets(args.set)
     if args.preset:
         body["preset"] = args.preset
+    if args.no_reuse:
+        body["reuse"] = False
     token = args.token or s.api_token
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(base_url=args.url or s.api, headers=headers, timeout=60) as http:
         try:
-            response = http.post(f"/experiments/{args.name}", json=body)
-            if response.status_code != 202:
+            kind = "suites" if args.name in SUITES else "experiments"
+            response = http.post(f"/{kind}/{args.name}", json=body)
+            if response.status_code not in (200, 202):  # 200: a finished job, reused
                 try:
                     detail = response.json()["detail"]
                 except (ValueError, KeyError, TypeError):  # not the API's JSON: a proxy's page
                     detail = response.text[:200]
                 raise UsageError(f"{response.status_code}: {detail}")
             job = response.json()
-            print(f"job {job['id']} {job['status']}\n  {job['links']['self']}\n"
+            print(f"job {job['id']} {job['status']}{' (reused)' if job.get('reused') else ''}"
+                  f"\n  {job['links']['self']}\n"
                   f"  {job['links']['mlflow']}")
             if not args.wait:
                 return 0
@@ -249,12 +291,20 @@ def follow(http, job_id: str, name: str, timeout: float | None = None) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="phenolab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run an experiment in the foreground")
+    run = sub.add_parser("run", help="run an experiment (or a suite: hw1) in the foreground")
     run.add_argument("name")
     run.add_argument("--preset", help="named preset, e.g. quick")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config field (JSON values: 3, 0.1, [1,2], true)")
+                     help="override a config field (JSON values: 3, 0.1, [1,2], true; "
+                          "a.b=… a nested one)")
+    run.add_argument("--no-reuse", action="store_true",
+                     help="= --set reuse=false: run it again even when this config ran to its "
+                          "end on this code, and train every model anew")
     run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="build the HTML report of a run into a file")
+    rep.add_argument("run_id")
+    rep.add_argument("-o", "--output", metavar="FILE", help="default report-RUN_ID.html")
+    rep.set_defaults(func=cmd_report)
     lst = sub.add_parser("list", help="the experiment catalog with parameters and defaults")
     lst.add_argument("--json", action="store_true")
     lst.add_argument("--glossary", action="store_true", help="every logged name and its definition")
@@ -281,6 +331,8 @@ def parser() -> argparse.ArgumentParser:
                         help="follow the job; exit 0 FINISHED, 1 FAILED, 3 KILLED")
     submit.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="with --wait: stop following after this long (exit 4)")
+    submit.add_argument("--no-reuse", action="store_true",
+                        help="= --set reuse=false: a new job, every model trained anew")
     submit.add_argument("--url", help="API URL (default PHENOLAB_API_URL or the local one)")
     submit.add_argument("--token", help="bearer token (default PHENOLAB_API_TOKEN)")
     submit.set_defaults(func=cmd_submit)

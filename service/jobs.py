@@ -22,12 +22,14 @@ whose slot claimed it but was lost before it wrote RUNNING.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import re
 import time
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from mlflow.entities import Run, RunStatus, RunTag
@@ -39,7 +41,8 @@ from pydantic import ValidationError
 
 from experiments import catalog
 from experiments.core.config import ExperimentConfig, build_config, field_errors, one_line
-from experiments.tracking import ERROR_TAG, EXPERIMENT_TAG, create_parent_run
+from experiments.suite import SUITES, Suite, UnknownRunnable, runnable
+from experiments.tracking import ERROR_TAG, EXPERIMENT_TAG, create_parent_run, git_revision
 from service.queue import Claim, JobQueue, QueueUnavailable
 from service.settings import Settings
 
@@ -56,6 +59,7 @@ STARTED = "phenolab.started"
 CANCEL = "phenolab.cancel"
 ERROR = ERROR_TAG
 REQUEUED = "phenolab.requeued"
+REQUEST = "phenolab.request"  # what makes two jobs identical: see `request_key`
 
 CANCELLER = "cancel"  # the claim owner of a cancel; worker slots own theirs by their id
 NOT_STARTED = "cancelled before it started"
@@ -114,9 +118,20 @@ def experiment(name: str) -> catalog.Entry:
         raise NotFound(str(error), field="name") from None
 
 
+def suite(name: str) -> Suite:
+    """The suite's entry; NotFound (404) listing the known suites."""
+    if name not in SUITES:
+        raise NotFound(f"unknown suite {name!r}; known: {', '.join(SUITES)}", field="name")
+    return SUITES[name]
+
+
 def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
-    """The experiment's config from a request body: defaults, then `preset`, then the fields."""
-    entry = experiment(name)
+    """The config of the experiment (or suite) from a request body: defaults, then `preset`,
+    then the fields."""
+    try:
+        entry = runnable(name)
+    except UnknownRunnable as error:
+        raise NotFound(str(error), field="name") from None
     values = dict(body)
     preset = values.pop("preset", None)
     try:
@@ -142,7 +157,8 @@ def create(mlflow: MlflowClient, name: str, config: ExperimentConfig, status: st
     """The job's record: the experiment's parent run, tagged as a job with its config and
     attempt 1, in `status` (SCHEDULED for the queue; RUNNING for a foreground `phenolab run`)."""
     run_id = create_parent_run(mlflow, name, config, tags={
-        KIND: "job", CONFIG: config.model_dump_json(), ATTEMPT: "1"})
+        KIND: "job", CONFIG: config.model_dump_json(), ATTEMPT: "1",
+        REQUEST: request_key(name, config)})
     if status != "RUNNING":  # what MLflow creates a run in
         set_status(mlflow, run_id, status)
     return run_id
@@ -164,10 +180,16 @@ def fail(mlflow: MlflowClient, run_id: str, reason: str) -> None:
 def submit(mlflow: MlflowClient, queue: JobQueue, name: str, body: dict[str, Any]) -> dict[str, Any]:
     """Validate, create the SCHEDULED run (the job record), enqueue its id. With the queue
     down the job is still accepted: its record is kept, and the sweep enqueues it once the
-    queue is back (`queued: false` says so; a client retrying would submit it twice)."""
+    queue is back (`queued: false` says so; a client retrying would submit it twice).
+    A request identical to a FINISHED job (`reusable`) is answered with that job,
+    `reused: true`, and records nothing, unless its config says `"reuse": false` (which
+    also retrains every model rather than load a finished one of the same training key)."""
     config = validate(name, body)
+    if config.reuse and (done := reusable(mlflow, name, config)) is not None:
+        return {"id": done.info.run_id, "experiment": name, "status": done.info.status,
+                "queued": False, "reused": True}
     run_id = create(mlflow, name, config)
-    job = {"id": run_id, "experiment": name, "status": "SCHEDULED", "queued": True}
+    job = {"id": run_id, "experiment": name, "status": "SCHEDULED", "queued": True, "reused": False}
     try:
         queue.enqueue(run_id, 1)
     except QueueUnavailable as error:
@@ -175,6 +197,34 @@ def submit(mlflow: MlflowClient, queue: JobQueue, name: str, body: dict[str, Any
         job.update(queued=False, note="the queue is unreachable: the job is recorded and is "
                                       "enqueued when the queue is back")
     return job
+
+
+def request_key(name: str, config: ExperimentConfig) -> str:
+    """The experiment (or suite) and its validated config, hashed: two requests that differ
+    only in how they said it (a preset, or its values spelled out) have the same key."""
+    return hashlib.sha256(f"{name}\n{config.model_dump_json()}".encode()).hexdigest()
+
+
+@cache
+def code_version() -> str | None:
+    """The git revision of the code this process runs (read once: the code it imported does
+    not change under it); None when unknown, or not a plain revision name."""
+    revision = git_revision()
+    return revision if re.fullmatch(r"[\w.+-]{1,100}", revision) and revision != "unknown" else None
+
+
+def reusable(mlflow: MlflowClient, name: str, config: ExperimentConfig) -> Run | None:
+    """The newest FINISHED job of the same request (`request_key`) that ran this process's code
+    version (its `git_revision` tag, written where it ran); None when there is none, or when
+    the code version is unknown (then nothing says two runs ran the same code)."""
+    revision, found = code_version(), mlflow.get_experiment_by_name(name)
+    if revision is None or found is None:
+        return None
+    runs = mlflow.search_runs(
+        [found.experiment_id], f"tags.`{KIND}` = 'job' and tags.`{REQUEST}` = "
+        f"'{request_key(name, config)}' and tags.git_revision = '{revision}' and "
+        "attributes.status = 'FINISHED'", max_results=1, order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
 
 
 def load(mlflow: MlflowClient, run_id: str) -> Run:
@@ -256,8 +306,8 @@ def search(mlflow: MlflowClient, status: str | None = None, experiment: str | No
     """Jobs, newest first (or oldest first), optionally of one status and/or one experiment;
     paginated."""
     if experiment is not None:
-        if experiment not in catalog.entries():
-            raise NotFound(str(catalog.UnknownExperiment(experiment)), field="experiment")
+        if experiment not in catalog.entries() and experiment not in SUITES:
+            raise NotFound(str(UnknownRunnable(experiment)), field="experiment")
         found = mlflow.get_experiment_by_name(experiment)
         ids = [found.experiment_id] if found else []
     else:

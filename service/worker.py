@@ -194,10 +194,11 @@ class Heartbeat(threading.Thread):
 def run_job(slot: Slot, run_id: str, attempt: int) -> None:
     """Run one queued job in this slot's process, unless a cancel or another slot claimed
     that attempt first, or it was superseded by a later attempt."""
-    from experiments import catalog
     from experiments.core.config import build_config
     from experiments.core.context import Cancelled, RunContext
     from experiments.runner import run_experiment
+    from experiments.suite import runnable
+    from service import report
 
     # first, before reading the job: the sooner the claim, the shorter the time the sweep
     # sees neither the message nor a claim
@@ -222,7 +223,7 @@ def run_job(slot: Slot, run_id: str, attempt: int) -> None:
         return
     name = tags[jobs.EXPERIMENT]
     try:
-        config = build_config(catalog.get(name).config_cls, None, json.loads(tags[jobs.CONFIG]))
+        config = build_config(runnable(name).config_cls, None, json.loads(tags[jobs.CONFIG]))
     except Exception as error:  # e.g. this worker's code lacks the experiment
         jobs.fail(mlflow, run_id, f"{type(error).__name__}: {error}")
         return
@@ -244,6 +245,8 @@ def run_job(slot: Slot, run_id: str, attempt: int) -> None:
     if interrupted:
         jobs.requeue(mlflow, slot.queue, mlflow.get_run(run_id),
                      f"worker {slot.id} stopped", slot.settings.max_attempts, count=False)
+    else:  # the report of however it ended, as its artifact report.html
+        report.log(mlflow, run_id, slot.settings)
     log.info("job %s ended %s", run_id, mlflow.get_run(run_id).info.status)
 
 
