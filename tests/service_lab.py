@@ -93,7 +93,8 @@ class Lab:
         self.http.close()
 
     def submit(self, name: str = "function-fit", config: dict[str, Any] | None = None) -> str:
-        response = self.http.post(f"/experiments/{name}", json=TINY if config is None else config)
+        body = {**(TINY if config is None else config), "reuse": False}  # each submit is a new job
+        response = self.http.post(f"/experiments/{name}", json=body)
         assert response.status_code == 202, response.text
         return response.json()["id"]
 

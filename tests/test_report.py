@@ -71,7 +71,7 @@ def test_an_experiments_report_has_its_figures_numbers_config_and_environment(ru
     for child in report.runs_under(mlflow, run):
         assert f">{child.info.run_name}</a>" in html
         assert s.run_link(child.info.experiment_id, child.info.run_id) in html
-    assert "final_train_loss" in html and "steps_trained" in html
+    assert "final_running_loss" in html and "steps_trained" in html
     assert ">n_points</td><td>32<" in html  # the config
     assert run.data.tags["git_revision"] in html and run.data.tags["torch_version"] in html
     assert s.run_link(run.info.experiment_id, run_id) in html

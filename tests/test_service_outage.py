@@ -52,7 +52,7 @@ def test_slots_wait_out_a_redis_outage(two_slots: Lab, redis_server: OwnRedis) -
     assert slot_pids(lab) == pids, "a slot exited while the queue was down"
     redis_server.start()  # the same port, the same files
 
-    response = lab.http.post("/experiments/function-fit", json=TINY)
+    response = lab.http.post("/experiments/function-fit", json={**TINY, "reuse": False})
     assert response.status_code == 202 and response.json()["queued"], response.text
     lab.wait(response.json()["id"], "RUNNING", "FINISHED", timeout=2)  # the idle slot took it
     assert slot_pids(lab) == pids
