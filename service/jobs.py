@@ -134,6 +134,9 @@ def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
         raise NotFound(str(error), field="name") from None
     values = dict(body)
     preset = values.pop("preset", None)
+    if preset is None and "preset" in body:  # absent means none; null is no preset's name
+        raise InvalidConfig("invalid config", [{"field": "preset", "reason": "a preset's name, "
+                                                                            "not null"}])
     try:
         config = build_config(entry.config_cls, preset, values)
     except ValidationError as error:

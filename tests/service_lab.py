@@ -98,6 +98,15 @@ class Lab:
         assert response.status_code == 202, response.text
         return response.json()["id"]
 
+    def cancel_queued(self) -> None:
+        """Cancel every job still queued, so that no worker ever runs the ones a test left."""
+        for _ in range(20):  # pages of up to 1,000: bounded, should a cancel fail
+            queued = self.http.get("/jobs", params={"status": "SCHEDULED", "limit": 1000})
+            if not queued.json()["jobs"]:
+                return
+            for job in queued.json()["jobs"]:
+                self.http.post(f"/jobs/{job['id']}/cancel")
+
     def job(self, job_id: str) -> dict[str, Any]:
         response = self.http.get(f"/jobs/{job_id}")
         assert response.status_code == 200, response.text

@@ -12,14 +12,16 @@ from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import core_schema
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 OptimizerName = Literal["sgd", "momentum", "adam", "rmsprop"]
@@ -55,7 +57,18 @@ def distinct(values: list[Any]) -> list[Any]:
     return values
 
 
-Distinct = AfterValidator(distinct)
+class DistinctItems:
+    """The annotation of a list of variants: `distinct`, declared as `uniqueItems` in the JSON
+    Schema (the API's document), so that a schema-valid request is not refused for it."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(distinct, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        return {**handler(schema), "uniqueItems": True}
+
+
+Distinct = DistinctItems()
 
 
 class ExperimentConfig(BaseModel):
