@@ -65,17 +65,18 @@ def make_config(name: str, preset: str | None, sets: Sequence[str]):
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = make_config(args.name, args.preset, [*args.set, *(["reuse=false"] if args.no_reuse else [])])
-    from experiments.core.context import Cancelled, RunContext
-    from experiments.runner import run_experiment
     from experiments.tracking import client
     from service import jobs, report
-    from service.progress import ProgressBar
 
     mlflow = client()
     if config.reuse and (done := jobs.reusable(mlflow, args.name, config)) is not None:
         print("reused: this config ran to its end on this code version before "
               "(--no-reuse runs it again)")
         return print_run(mlflow, done.info.run_id, report.at(mlflow, done.info.run_id))
+    from experiments.core.context import Cancelled, RunContext
+    from experiments.runner import run_experiment  # torch: only when it runs
+    from service.progress import ProgressBar
+
     run_id = jobs.create(mlflow, args.name, config, status="RUNNING")  # a job, run in the foreground
     with ProgressBar(args.name) as bar:
         ctx = RunContext(on_progress=bar.update)

@@ -105,6 +105,8 @@ async def _read(port: int, path: Path, screenshot: bool) -> Page:
                 await cdp.call(f"{domain}.enable")
             await cdp.call("Network.emulateNetworkConditions", offline=True, latency=0,
                            downloadThroughput=0, uploadThroughput=0)
+            await cdp.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                           deviceScaleFactor=1, mobile=False)
             await cdp.call("Page.navigate", url=path.resolve().as_uri())
             await cdp.until("Page.loadEventFired")
             found = await cdp.call("Runtime.evaluate", returnByValue=True, expression=(
