@@ -8,11 +8,14 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from findings_readback import findings_json
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from safetensors.torch import load_file
+from scipy.stats import spearmanr
 
 import experiments
 from experiments.catalog import get
@@ -107,13 +110,30 @@ def test_early_stopping_keeps_the_best_weights_and_stops_after_patience() -> Non
         if asked[-1]:
             break
     assert asked == [[], [], [], [], [], [0]]  # 0.45 and 0.41 do not beat 0.4: stop at the 2nd
-    assert (stopper.best_loss, stopper.best_step) == (0.4, 40)
-    assert all(torch.all(v == 3.0) for v in stopper.best_state.values())
+    assert (stopper.best[0].loss, stopper.best[0].step) == (0.4, 40)
+    assert all(torch.all(v == 3.0) for v in stopper.best[0].state.values())
     strict = EarlyStopping(1, min_delta=0.2)
     assert strict(EvalEvent(1, 1, 1, [0], [{"val_loss": 1.0}], stack)) == []
     assert strict(EvalEvent(1, 2, 2, [0], [{"val_loss": 0.9}], stack)) == [0]  # < min_delta better
-    assert strict.best_step == 1
+    assert strict.best[0].step == 1
     assert EarlyStopping(1)(EvalEvent(1, 1, 1, [0], [{}], stack)) == [0]  # no finite val loss
+
+
+def test_early_stopping_keeps_a_state_per_model() -> None:
+    """Two models (indices 3 and 5 of a variant list) in one stack: each its own best, its own
+    patience, its own weights (row 0 holds 1s, row 1 holds 2s)."""
+    stack = ModelStack([mlp(2, [3], 2), mlp(2, [3], 2)])
+    with torch.no_grad():
+        for p in stack.params.values():
+            p[0].fill_(1.0)
+            p[1].fill_(2.0)
+    stopper = EarlyStopping(patience=1)
+    assert stopper(EvalEvent(1, 10, 10, [3, 5], [{"val_loss": 1.0}, {"val_loss": 2.0}], stack)) == []
+    assert stopper(EvalEvent(1, 20, 20, [3, 5], [{"val_loss": 1.5}, {"val_loss": 0.5}], stack)) == [3]
+    assert (stopper.best[3].loss, stopper.best[3].step) == (1.0, 10)
+    assert (stopper.best[5].loss, stopper.best[5].step) == (0.5, 20)
+    assert all(torch.all(v == 1.0) for v in stopper.best[3].state.values())
+    assert all(torch.all(v == 2.0) for v in stopper.best[5].state.values())
 
 
 def test_movement_is_the_rms_change_relative_to_the_first_rms() -> None:
@@ -233,80 +253,140 @@ def test_learning_rate_adaptive_optimizer_trains_rates_separately(store: str, mn
     assert losses[0] != losses[1]
 
 
-def test_batch_size_steps_budget_and_the_full_batch(store: str, mnist_dir: Path) -> None:
+def test_batch_size_steps_budget_and_the_full_batch(store: str, mnist_dir: Path,
+                                                    tmp_path: Path) -> None:
     config = {**TINY, "batch_sizes": [50, "full"], "steps": 12, "eval_every": 6}
-    run_id = experiments.run("batch-size", config, preset="quick")
+    run_id = experiments.run("batch-size", config, preset="quick")  # quick: 2 seeds
     client = MlflowClient(store)
     children = _children(client, run_id)
-    assert set(children) == {"batch-50", "full-batch"}
-    assert children["full-batch"].data.params["batch_size"] == "400"
-    assert children["full-batch"].data.params["full_batch"] == "True"
-    for child in children.values():
+    assert set(children) == {f"{b} seed{s}" for b in ("batch-50", "full-batch") for s in (0, 1)}
+    assert children["full-batch seed0"].data.params["batch_size"] == "400"
+    assert children["full-batch seed0"].data.params["full_batch"] == "True"
+    noise = {}
+    for name, child in children.items():
         assert child.data.metrics["steps_trained"] == 12
-        assert sorted(_history(client, child.info.run_id, "step_loss")) == list(range(1, 13))
+        losses = _history(client, child.info.run_id, "step_loss")
+        assert sorted(losses) == list(range(1, 13))
         assert sorted(_history(client, child.info.run_id, "test_acc")) == [6, 12]
+        steps = [losses[t] for t in range(1, 13)]
+        noise[name] = child.data.metrics["step_loss_noise"]
+        assert noise[name] == pytest.approx(np.std(np.diff(steps), ddof=1), rel=1e-5)
+        assert child.data.metrics["epochs_trained"] == 12 / -(-400 // int(child.data.params["batch_size"]))
     # the full batch's first step is the initial model's loss on the whole training set
     data = load_dataset("mnist", "cpu", 400, 200)
     (model,) = seeded(lambda: mlp(784, [16], 10), [0], "cpu")
     first = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y).item()
-    full_first = _history(client, children["full-batch"].info.run_id, "step_loss")[1]
+    full_first = _history(client, children["full-batch seed0"].info.run_id, "step_loss")[1]
     assert full_first == pytest.approx(first, rel=1e-5)
-    small_first = _history(client, children["batch-50"].info.run_id, "step_loss")[1]
+    small_first = _history(client, children["batch-50 seed0"].info.run_id, "step_loss")[1]
     assert small_first != pytest.approx(first, rel=1e-5)  # 50 examples, not the whole set
     figures = _figures(client, run_id)
-    for name in ("loss", "accuracy", "batch_loss", "final_accuracy"):
+    for name in ("loss", "accuracy", "batch_loss", "final_accuracy", "step_loss_noise"):
         assert figures[f"figures/{name}.png"] > 10_000
+    parent = client.get_run(run_id).data.metrics
+    assert parent["mean/batch-50/step_loss_noise"] == pytest.approx(
+        np.mean([noise["batch-50 seed0"], noise["batch-50 seed1"]]))
+    assert parent["n/full-batch/final_test_acc"] == 2
+    found = findings_json(client, run_id, tmp_path)
+    assert found["smaller_batches_noisier"]["details"]["x"] == [50.0, 50.0, 400.0, 400.0]
+    assert found["smaller_batches_noisier"]["value"] == pytest.approx(
+        spearmanr([50, 50, 400, 400], [noise[n] for n in sorted(noise)]).statistic)
+    withheld = found["small_batch_at_least_full"]  # the claim is at equal epochs
+    assert withheld["verdict"] == "inconclusive" and "budget=steps" in withheld["details"]["reason"]
 
 
-def test_batch_size_epochs_budget_gives_steps_per_epoch(store: str, mnist_dir: Path) -> None:
-    config = {**TINY, "batch_sizes": [50, 150], "budget": "epochs", "epochs": 2, "eval_every": 1}
+def test_batch_size_epochs_budget_gives_steps_per_epoch(store: str, mnist_dir: Path,
+                                                        tmp_path: Path) -> None:
+    config = {**TINY, "batch_sizes": [50, 150, "full"], "budget": "epochs", "epochs": 2,
+              "eval_every": 1}
     run_id = experiments.run("batch-size", config, preset="quick")
-    children = _children(MlflowClient(store), run_id)
-    assert children["batch-50"].data.metrics["steps_trained"] == 2 * 8
-    assert children["batch-150"].data.metrics["steps_trained"] == 2 * 3  # ceil(400 / 150)
+    client = MlflowClient(store)
+    children = _children(client, run_id)
+    for s in (0, 1):
+        assert children[f"batch-50 seed{s}"].data.metrics["steps_trained"] == 2 * 8
+        assert children[f"batch-150 seed{s}"].data.metrics["steps_trained"] == 2 * 3  # ceil(400/150)
+        assert children[f"full-batch seed{s}"].data.metrics["steps_trained"] == 2
+        assert children[f"batch-150 seed{s}"].data.metrics["epochs_trained"] == 2
+    accuracy = findings_json(client, run_id, tmp_path)["small_batch_at_least_full"]
+    assert "reason" not in accuracy["details"]  # equal epochs: the claim is tested
+    acc = {n: c.data.metrics["final_test_acc"] for n, c in children.items()}
+    assert accuracy["value"] == pytest.approx(np.mean([acc["batch-50 seed0"], acc["batch-50 seed1"]])
+                                              - np.mean([acc["full-batch seed0"], acc["full-batch seed1"]]))
+
+
+def test_batch_size_target_loss_budget_stops_each_model_at_the_target(store: str,
+                                                                       mnist_dir: Path) -> None:
+    """A target every model reaches at its first evaluation (2.0, below the initial ~2.3 only
+    after training a little): each stops there as `reached`, well before the cap."""
+    config = {**TINY, "batch_sizes": [50, "full"], "budget": "target_loss", "target_loss": 2.0,
+              "steps": 60, "eval_every": 10, "seeds": 1}
+    run_id = experiments.run("batch-size", config, preset="quick")
+    client = MlflowClient(store)
+    for child in _children(client, run_id).values():
+        metrics = child.data.metrics
+        losses = _history(client, child.info.run_id, "train_loss")
+        reached = min(step for step, loss in losses.items() if loss <= 2.0)
+        assert child.data.tags["status"] == "reached" and metrics["reached_target"] == 1.0
+        assert metrics["steps_trained"] == reached == max(losses) < 60
 
 
 def test_early_stopping_restores_exactly_the_best_validation_weights(
         store: str, mnist_dir: Path, tmp_path: Path) -> None:
-    config = {"train_subset": 600, "validation": 200, "test_subset": 200, "hidden": [64],
+    config = {"train_subset": 600, "validation": 200, "test_subset": 200, "hidden": [64], "seeds": 2,
               "optimizer": "adam", "lr": 0.003, "steps": 2000, "eval_every": 10, "patience": 3}
     run_id = experiments.run("early-stopping", config)
     client = MlflowClient(store)
-    parent = client.get_run(run_id)
-    (child,) = _children(client, run_id).values()
-    val = _history(client, child.info.run_id, "val_loss")
-    best_step = min(val, key=val.get)
-    assert child.data.tags["status"] == "stopped"
-    assert parent.data.metrics["best_step"] == best_step
-    assert parent.data.metrics["stop_step"] == best_step + 3 * 10 == max(val)
-    assert parent.data.metrics["best_val_loss"] == val[best_step]
-    assert parent.data.metrics["restored_val_loss"] == val[best_step]  # bit for bit
-    assert parent.data.metrics["restored_test_acc"] == pytest.approx(
-        _history(client, child.info.run_id, "test_acc")[best_step])
-
-    # the snapshot, loaded without the project, is that model
-    best = load_file(client.download_artifacts(run_id, "snapshots/best.safetensors", str(tmp_path)))
-    last = load_file(client.download_artifacts(run_id, "snapshots/last.safetensors", str(tmp_path)))
-    assert any(not torch.equal(best[k], last[k]) for k in best)
-    model = mlp(784, [64], 10)
-    model.load_state_dict(best)
+    children = _children(client, run_id)
+    assert set(children) == {"mlp-64 seed0", "mlp-64 seed1"}
     data = load_dataset("mnist", "cpu", 600, 200)
-    _, val_split = holdout(data.train, 200, seed=0)
-    loss, _ = ModelStack([model]).evaluate(val_split, "cross_entropy", 8192)
-    assert loss.item() == val[best_step]
+    _, val_split = holdout(data.train, 200, seed=0)  # every seed: the same validation split
+    model = mlp(784, [64], 10)
+    gaps, test_gains = [], []
+    for name, child in children.items():
+        metrics, run = child.data.metrics, child.info.run_id
+        val = _history(client, run, "val_loss")
+        best_step = min(val, key=val.get)
+        assert child.data.tags["status"] == "stopped" and child.data.tags["stopped_early"] == "True"
+        assert metrics["best_step"] == best_step
+        assert metrics["stop_step"] == best_step + 3 * 10 == max(val)
+        assert metrics["best_val_loss"] == val[best_step]
+        # the two seeds trained as one vmap ensemble, the restored model is evaluated alone:
+        # equal up to float32 rounding (bit for bit for a model trained alone)
+        assert metrics["restored_val_loss"] == pytest.approx(val[best_step], rel=1e-6)
+        assert metrics["restored_test_acc"] == pytest.approx(_history(client, run, "test_acc")[best_step])
+        gaps.append(metrics["restored_val_loss"] - min(val.values()))
+        test_gains.append(metrics["restored_test_loss"] - metrics["final_test_loss"])
+        # the child's best snapshot, loaded without the project, is that model; its last
+        # weights are the saved final ones
+        local = tmp_path / name
+        best = load_file(client.download_artifacts(run, "snapshots/best.safetensors", str(local)))
+        (last_path,) = Path(client.download_artifacts(run, "weights", str(local))).glob("*.safetensors")
+        last = load_file(last_path)
+        assert any(not torch.equal(best[k], last[k]) for k in best)
+        model.load_state_dict(best)
+        loss, _ = ModelStack([model]).evaluate(val_split, "cross_entropy", 8192)
+        assert loss.item() == metrics["restored_val_loss"]  # the same evaluation, bit for bit
+    parent = client.get_run(run_id).data.metrics
+    assert parent["mean/mlp-64/restored_test_loss"] == pytest.approx(
+        np.mean([c.data.metrics["restored_test_loss"] for c in children.values()]))
+    assert parent["n/mlp-64/best_step"] == 2
+    found = findings_json(client, run_id, tmp_path)
+    assert found["restored_is_lowest_val"]["value"] == max(gaps)
+    assert abs(max(gaps)) < 1e-6
+    assert found["restored_test_no_worse"]["value"] == pytest.approx(np.mean(test_gains))
     assert _figures(client, run_id)["figures/loss.png"] > 10_000
 
 
 def test_weight_init_records_symmetry_and_histograms(store: str, mnist_dir: Path,
                                                      tmp_path: Path) -> None:
-    config = {"activations": ["tanh"], "variances": [1.0], "steps": 20, "eval_every": 10,
+    config = {"activations": ["tanh"], "variances": [1.0, 2.0], "steps": 20, "eval_every": 10,
               "hidden": [16, 16], "train_subset": 300, "test_subset": 100, "probe_size": 64,
-              "hist_samples": 256}
+              "hist_samples": 256, "seeds": 2}
     run_id = experiments.run("weight-init", config)
     client = MlflowClient(store)
     children = _children(client, run_id)
-    assert set(children) == {"tanh-zero", "tanh-var1"}
-    zero, gauss = (children[n].info.run_id for n in ("tanh-zero", "tanh-var1"))
+    assert set(children) == {f"tanh-{i} seed{s}" for i in ("zero", "var1", "var2") for s in (0, 1)}
+    zero, gauss = (children[n].info.run_id for n in ("tanh-zero seed0", "tanh-var1 seed0"))
     for layer in ("layer1", "layer2"):
         assert set(_history(client, zero, f"unit_spread/{layer}").values()) == {0.0}  # never broken
         assert min(_history(client, gauss, f"unit_spread/{layer}").values()) > 0.1
@@ -322,8 +402,27 @@ def test_weight_init_records_symmetry_and_histograms(store: str, mnist_dir: Path
         assert figures[f"figures/{name}.png"] > 10_000
     with open(client.download_artifacts(run_id, "tables/final.csv", str(tmp_path))) as f:
         rows = list(csv.DictReader(f))
-    assert [(r["activation"], r["init"]) for r in rows] == [("tanh", "zero"), ("tanh", "var1")]
+    assert [(r["activation"], r["init"], r["seed"]) for r in rows] == [
+        ("tanh", i, s) for i in ("zero", "var1", "var2") for s in ("0", "1")]
     assert float(rows[0]["test_acc"]) == _history(client, zero, "test_acc")[20]
-    histograms = _figures(client, run_id, "figures/histograms")
+    histograms = _figures(client, run_id, "figures/histograms")  # the first seed's models
+    assert set(histograms) == {f"figures/histograms/tanh-{i}.png" for i in ("zero", "var1", "var2")}
     assert histograms["figures/histograms/tanh-zero.png"] > 10_000
-    assert histograms["figures/histograms/tanh-var1.png"] > 10_000
+    # final measures: the last record, on the child and summarized over seeds on the parent
+    finals = {n: c.data.metrics for n, c in children.items()}
+    assert finals["tanh-var1 seed0"]["final_saturation/layer2"] == _history(
+        client, gauss, "saturation/layer2")[20]
+    parent = client.get_run(run_id).data.metrics
+    assert parent["mean/tanh-var2/final_unit_spread/layer1"] == pytest.approx(np.mean(
+        [finals[f"tanh-var2 seed{s}"]["final_unit_spread/layer1"] for s in (0, 1)]))
+    found = findings_json(client, run_id, tmp_path)
+    assert set(found) == {"zero_init_symmetric", "saturation_rises_tanh",
+                          "first_layer_gradient_vanishes_tanh"}
+    assert found["zero_init_symmetric"]["value"] == 0.0  # 2 layers × 2 seeds, all exactly 0
+    assert found["zero_init_symmetric"]["verdict"] == "holds"
+    assert found["saturation_rises_tanh"]["details"]["x"] == [1.0, 1.0, 2.0, 2.0]
+    ratio = {n: math.log10(m["final_grad_norm/layer1.weight"] / m["final_grad_norm/layer3.weight"])
+             for n, m in finals.items() if "zero" not in n}
+    assert found["first_layer_gradient_vanishes_tanh"]["value"] == pytest.approx(
+        np.mean([ratio["tanh-var2 seed0"], ratio["tanh-var2 seed1"]])
+        - np.mean([ratio["tanh-var1 seed0"], ratio["tanh-var1 seed1"]]))

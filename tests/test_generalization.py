@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from findings_readback import findings_json
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from safetensors.torch import load_file
+from scipy.stats import spearmanr
 
 import experiments
 from experiments.core import measures
@@ -122,40 +124,71 @@ def test_alpha_grid_hits_the_endpoints_exactly() -> None:
     grid = alpha_grid(InterpolationConfig())
     assert len(grid) == 31 and grid[0] == -1.0 and grid[-1] == 2.0
     assert 0.0 in grid and 1.0 in grid
-    assert alpha_grid(InterpolationConfig(alpha_step=0.3))[:2] == [-1.0, -0.7]
+    coarse = alpha_grid(InterpolationConfig(alpha_step=0.3))
+    assert coarse[:2] == [-1.0, -0.7] and {-0.5, 1.5} <= set(coarse)  # ±delta: the finding's
     with pytest.raises(ValidationError, match="alpha_min"):
         InterpolationConfig(alpha_min=2.0, alpha_max=1.0)
 
 
+def _child_weights(client: MlflowClient, child: object, tmp_path: Path) -> dict[str, torch.Tensor]:
+    """A child's final weights (weights/<child>.safetensors), downloaded through MlflowClient."""
+    local = Path(client.download_artifacts(child.info.run_id, "weights", str(tmp_path / child.info.run_id)))
+    (weights,) = local.glob("*.safetensors")
+    return load_file(weights)
+
+
 def test_interpolation_endpoints_reproduce_the_saved_models(store: str, mnist_dir: Path,
                                                             tmp_path: Path) -> None:
-    config = {**TINY, "eval_subset": 300, "alpha_step": 0.5,
+    config = {**TINY, "seeds": 2, "eval_subset": 300, "alpha_step": 0.5,
               "approaches": [{"batch_size": 16}, {"batch_size": 128, "lr": 1e-2}]}
     run_id = experiments.run("interpolation", config)
     client = MlflowClient(store)
     children = _children(client, run_id)
+    names = ("m1-bs16-lr0.001", "m2-bs128-lr0.01")
+    assert set(children) == {f"{m} seed{s}" for m in names for s in (0, 1)}
     assert {c.data.params["batch_size"] for c in children.values()} == {"16", "128"}
-    saved = [load_file(client.download_artifacts(run_id, f"snapshots/{m}.safetensors", str(tmp_path)))
-             for m in ("m1", "m2")]
+    for child in children.values():  # the budget each model got: capped at 1 epoch
+        metrics, batch = child.data.metrics, int(child.data.params["batch_size"])
+        assert metrics["epochs_trained"] == metrics["steps_trained"] / -(-300 // batch) == 1.0
+        assert metrics["reached_target"] == (child.data.tags["status"] == "reached") == 0.0
+    pairs = [[_child_weights(client, children[f"{m} seed{s}"], tmp_path) for m in names] for s in (0, 1)]
     alphas = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0])
-    line = measures.interpolate(*saved, alphas)
-    assert all(torch.equal(line[k][2], saved[0][k]) and torch.equal(line[k][4], saved[1][k])
-               for k in saved[0])
+    line = measures.interpolate(*pairs[0], alphas)
+    assert all(torch.equal(line[k][2], pairs[0][0][k]) and torch.equal(line[k][4], pairs[0][1][k])
+               for k in pairs[0][0])
     test = load_dataset("mnist", "cpu", test_subset=200).test
-    history = client.get_metric_history(run_id, "interp_test_loss")
-    by_step = {m.step: m.value for m in history}
+    by_step = {m.step: m.value for m in client.get_metric_history(run_id, "interp_test_loss")}
     assert sorted(by_step) == [-100, -50, 0, 50, 100, 150, 200]  # step = 100·α
     model = mlp(784, [16], 10)
-    for step, weights in ((0, saved[0]), (100, saved[1])):
-        model.load_state_dict(weights)
-        with torch.no_grad():
-            own = F.cross_entropy(model(test.x), test.y).item()
-        assert by_step[step] == pytest.approx(own, rel=1e-5)
+    own = np.zeros((2, 2))  # [seed, end]: each model's own test loss
+    for s, pair in enumerate(pairs):
+        for end, weights in enumerate(pair):
+            model.load_state_dict(weights)
+            with torch.no_grad():
+                own[s, end] = F.cross_entropy(model(test.x), test.y).item()
+    assert by_step[0] == pytest.approx(own[:, 0].mean(), rel=1e-5)  # the mean over seed pairs
+    assert by_step[100] == pytest.approx(own[:, 1].mean(), rel=1e-5)
     assert _figures(client, run_id).keys() == {"figures/interpolation.png"}
-    assert client.get_run(run_id).data.tags["interp_step"] == "round(100*alpha)"
+    parent = client.get_run(run_id).data
+    assert parent.tags["interp_step"] == "round(100*alpha)"
+    assert parent.metrics["test_loss_at_m2"] == pytest.approx(by_step[100])
     table = _table(client, run_id, "interpolation", tmp_path)
     assert [float(r["alpha"]) for r in table] == alphas.tolist()
     assert float(table[2]["test_loss"]) == pytest.approx(by_step[0])
+    assert float(table[2]["test_loss_std"]) == pytest.approx(own[:, 0].std(ddof=1), rel=1e-4)
+    seeds = _table(client, run_id, "interpolation_seeds", tmp_path)
+    assert [(int(r["seed"]), float(r["alpha"])) for r in seeds] == [(s, a) for s in (0, 1)
+                                                                    for a in alphas.tolist()]
+    found = findings_json(client, run_id, tmp_path)
+    train = {(int(r["seed"]), float(r["alpha"])): float(r["train_loss"]) for r in seeds}
+    steep = [(train[s, 1.5] - train[s, 1.0]) - (train[s, -0.5] - train[s, 0.0]) for s in (0, 1)]
+    assert found["large_batch_side_steeper"]["value"] == pytest.approx(np.mean(steep))
+    blow = [min(train[s, -1.0], train[s, 2.0]) - max(train[s, 0.0], train[s, 1.0]) for s in (0, 1)]
+    assert found["blows_up_beyond_ends"]["value"] == pytest.approx(np.mean(blow))
+    assert {f["verdict"] for f in found.values()} == {"inconclusive"}  # 2 seeds: no interval
+    for name in names:
+        assert parent.metrics[f"n/{name}/final_test_loss"] == 2
+        assert parent.metrics[f"mean/{name}/epochs_trained"] == 1.0
 
 
 def test_sensitivity_defaults_and_bounds() -> None:
@@ -190,6 +223,27 @@ def test_sensitivity_per_batch_size_children_and_figures(store: str, mnist_dir: 
     by_name = {r["variant"]: r for r in table}
     for name, child in children.items():
         assert float(by_name[name]["sensitivity"]) == pytest.approx(child.data.metrics["sensitivity"])
+        metrics, batch = child.data.metrics, int(child.data.params["batch_size"])
+        assert metrics["epochs_trained"] == metrics["steps_trained"] / -(-300 // batch)
+        assert metrics["reached_target"] == float(child.data.tags["status"] == "reached")
+    parent = client.get_run(run_id).data.metrics
+    for batch in (8, 32, 300):
+        seeds = [children[f"bs{batch} seed{s}"].data.metrics["sensitivity"] for s in (0, 1)]
+        assert parent[f"mean/bs{batch}/sensitivity"] == pytest.approx(np.mean(seeds))
+        assert parent[f"std/bs{batch}/sensitivity"] == pytest.approx(np.std(seeds, ddof=1))
+        assert parent[f"n/bs{batch}/epochs_trained"] == 2
+    found = findings_json(client, run_id, tmp_path)
+    gap = found["sensitivity_gap"]
+    models = [children[f"bs{b} seed{s}"].data.metrics for b in (8, 32, 300) for s in (0, 1)]
+    assert sorted(gap["details"]["x"]) == sorted(m["sensitivity"] for m in models)
+    assert sorted(gap["details"]["y"]) == pytest.approx(sorted(
+        m["final_train_acc"] - m["final_test_acc"] for m in models))
+    assert gap["value"] == pytest.approx(spearmanr(gap["details"]["x"], gap["details"]["y"]).statistic)
+    assert parent["finding/sensitivity_gap/value"] == pytest.approx(gap["value"])
+    assert found["batch_size_sensitivity"]["details"]["x"] == [8.0, 8.0, 32.0, 32.0, 300.0, 300.0]
+
+
+SPECTRUM = {"trace_probes": 2, "density_probes": 1, "density_steps": 5}
 
 
 @pytest.mark.parametrize("space", ["inputs", "weights"])

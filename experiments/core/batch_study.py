@@ -8,6 +8,7 @@ vmap ensemble.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from experiments.core.config import BatchSizeStudy, Budget
@@ -15,7 +16,7 @@ from experiments.core.context import RunContext
 from experiments.core.data import Dataset, dataset_for
 from experiments.core.models import classifier
 from experiments.core.train import TrainSpec, UntilLoss
-from experiments.core.variants import GroupHooks, Outcome, Variant, run_variants
+from experiments.core.variants import GroupHooks, Outcome, Variant, mean_std, run_variants
 from experiments.tracking import Tracker
 
 
@@ -59,3 +60,28 @@ def rows(outcomes: Sequence[Outcome], measured: Sequence[dict[str, float]]) -> l
     """One table row per model: its batch size and seed, final metrics and measures."""
     return [{"variant": o.variant.name, "batch_size": o.variant.params["batch_size"],
              "seed": o.variant.seed, **o.final, **m} for o, m in zip(outcomes, measured)]
+
+
+def budget_spent(outcome: Outcome, train_size: int, budget: str) -> dict[str, float]:
+    """What one model of a batch-size comparison got, beside `steps_trained` and its
+    `final_train_loss`: `epochs_trained` = its optimizer steps / steps per epoch
+    (⌈train_size / batch size⌉; fractional when a step budget ends mid-epoch) and, with
+    budget=target_loss, `reached_target` = 1 when it stopped because its training loss reached
+    the target, 0 when the cap ran out first (or it diverged)."""
+    batch = min(outcome.variant.spec.batch_size or train_size, train_size)
+    spent = {"epochs_trained": (outcome.result.stop_step or 0) / math.ceil(train_size / batch)}
+    if budget == "target_loss":
+        spent["reached_target"] = float(outcome.result.status == "reached")
+    return spent
+
+
+def spread_by_batch_size(outcomes: Sequence[Outcome],
+                         values: Sequence[float]) -> tuple[list[int], list[float], list[float]]:
+    """(sorted batch sizes, mean, sample std) of `values` (one per outcome) over the seeds of
+    each batch size: the points and error bars of a figure against the batch size."""
+    groups: dict[int, list[float]] = {}
+    for outcome, value in zip(outcomes, values):
+        groups.setdefault(outcome.variant.params["batch_size"], []).append(value)
+    sizes = sorted(groups)
+    stats = [mean_std(groups[s]) for s in sizes]
+    return sizes, [m for m, _ in stats], [s for _, s in stats]

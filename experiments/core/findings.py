@@ -103,6 +103,27 @@ def average(key: str, claim: str, values: Sequence[float], *, expect: Direction,
                    bootstrap(np.mean, (values,), seed), expect, null, details={"values": list(values)})
 
 
+def maximum(key: str, claim: str, values: Sequence[float], *, expect: Direction, null: float,
+            what: str, seed: int) -> Finding:
+    """The finding `max(values)` (e.g. one value per layer and seed: a claim that every one of
+    them is below `null`), bootstrap over the values. When every value is the same (e.g. all
+    exactly 0) each resample's maximum is that value, so the interval is [value, value]
+    (scipy refuses such degenerate resamples); with fewer than 3 values, (nan, nan) as always."""
+    value = float(np.max(values))
+    same = len(values) >= 3 and len(set(values)) == 1
+    return Finding(key, claim, f"max {what} over {len(values)} values", value,
+                   (value, value) if same else bootstrap(np.max, (values,), seed), expect, null,
+                   details={"values": list(values)})
+
+
+def withheld(finding: Finding, reason: str) -> Finding:
+    """`finding` with no verdict (inconclusive): its interval (nan, nan) and `reason` in its
+    details, for a run whose settings do not test the claim; its value is still reported."""
+    finding.interval = (math.nan, math.nan)
+    finding.details["reason"] = reason
+    return finding
+
+
 def log_findings(tracker: Tracker, findings: Sequence[Finding]) -> None:
     """On the parent run: `findings.json` (claim, statistic, value, interval, verdict, the
     numbers it came from), per finding the metrics `finding/<key>/value|low|high` and the tag

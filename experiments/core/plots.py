@@ -83,15 +83,18 @@ def predictions(x: Sequence[float], truth: Sequence[float],
 
 def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]],
               right: Mapping[str, Sequence[float]], *, xlabel: str, left_label: str,
-              right_label: str, title: str, logx: bool = False, logy: bool = False) -> Figure:
+              right_label: str, title: str, logx: bool = False, logy: bool = False,
+              errors: Mapping[str, Sequence[float]] | None = None) -> Figure:
     """Curves {label: y} on the left axis (solid, log scale with `logy`, named `left_label`)
     and on a second y axis (dashed, named `right_label`, e.g. sensitivity). The k-th right
     curve takes the k-th left curve's colour, so give both in the same order (train, test);
-    the legend sits below the axes, clear of the data."""
+    the legend sits below the axes, clear of the data. `errors[label]`, when given, is a std
+    drawn as error bars y ± std at each point (e.g. over seeds, y their mean)."""
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (label, y), color in zip(left.items(), colors):
-        ax.plot(x, y, "o-", color=color, label=label)
+        ax.errorbar(x, y, yerr=(errors or {}).get(label), fmt="o-", color=color, label=label,
+                    capsize=3)
     ax.set(xlabel=xlabel, ylabel=f"{left_label} (solid)", title=title)
     if logx:
         ax.set_xscale("log")
@@ -99,7 +102,8 @@ def twin_axes(x: Sequence[float], left: Mapping[str, Sequence[float]],
         ax.set_yscale("log")
     other = ax.twinx()
     for (label, y), color in zip(right.items(), colors):
-        other.plot(x, y, "s--", color=color, label=label, alpha=0.85)
+        other.errorbar(x, y, yerr=(errors or {}).get(label), fmt="s--", color=color, label=label,
+                       alpha=0.85, capsize=3)
     other.set_ylabel(f"{right_label} (dashed)")
     handles = ax.get_legend_handles_labels()
     extra = other.get_legend_handles_labels()

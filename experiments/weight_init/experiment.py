@@ -10,18 +10,29 @@ the model's shape, so they train together as one vmap ensemble on the same batch
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from experiments.core import measures, plots
 from experiments.core.context import RunContext
 from experiments.core.data import Dataset, Split, dataset_for
+from experiments.core.findings import Finding, correlation, difference, log_findings, maximum
 from experiments.core.models import ACTIVATIONS, classifier, initialize
 from experiments.core.train import EvalEvent, TrainSpec
-from experiments.core.variants import Outcome, Variant, log_train_test_figures, run_variants
+from experiments.core.variants import (
+    Outcome,
+    Variant,
+    by_group,
+    log_train_test_figures,
+    run_variants,
+    series,
+    summarize,
+)
 from experiments.tracking import Tracker
 from experiments.weight_init.config import Config
 
@@ -152,18 +163,20 @@ def activation_grid(outcomes: list[Outcome], records: dict[str, list[dict[str, A
     return grid, notes
 
 
-def metric_panels(outcomes: list[Outcome], records: dict[str, list[dict[str, Any]]],
-                  prefix: str) -> dict[str, plots.Series]:
-    """One panel per metric `prefix/<layer>`, one curve per init, for `plots.panels`."""
-    keys = [k for k in records[outcomes[0].variant.name][0]["metrics"] if k.startswith(prefix)]
-    return {key.split("/", 1)[1]: {o.variant.params["init_name"]: (
-        [r["step"] for r in records[o.variant.name]],
-        [r["metrics"][key] for r in records[o.variant.name]]) for o in outcomes} for key in keys}
+def metric_panels(outcomes: list[Outcome], prefix: str) -> dict[str, plots.Series]:
+    """One panel per metric `prefix/<layer>`, one curve per init: its mean over the seeds with
+    a ±1 std band (the records merged into the history, see `train_activation`)."""
+    keys = [k for k in outcomes[0].result.history[0] if k.startswith(prefix)]
+    return {key.split("/", 1)[1]: series(outcomes, key, lambda o: o.variant.params["init_name"])
+            for key in keys}
 
 
 def train_activation(config: Config, activation: str, data: Dataset, tracker: Tracker,
                      ctx: RunContext) -> tuple[list[Outcome], dict[str, list[dict[str, Any]]]]:
-    """All inits of one activation as one ensemble; returns outcomes and per-variant records."""
+    """All inits × seeds of one activation as one ensemble; returns the outcomes and each
+    child's records. Each record's metrics are logged on its child, merged into the history
+    row of the same evaluation (so they have seed means like any metric) and, at the last
+    evaluation, recorded as `final_<metric>`."""
     variants = [
         Variant(f"{activation}-{name}",
                 lambda scheme=scheme, variance=variance: initialize(
@@ -177,43 +190,116 @@ def train_activation(config: Config, activation: str, data: Dataset, tracker: Tr
                              config.hist_samples, config.seed)
     spec = TrainSpec.of(config, eval_at_start=True)
     outcomes = run_variants(tracker, ctx, variants, data.train, spec, evals={"test": data.test},
-                            together=True, on_eval=recorder)
-    records = {v.name: recorder.records[i] for i, v in enumerate(variants)}
+                            together=True, on_eval=recorder, seeds=config.seeds)
+    records = {o.variant.name: recorder.records[i] for i, o in enumerate(outcomes)}
     for outcome in outcomes:
-        for record in records[outcome.variant.name]:
+        rows = records[outcome.variant.name]
+        for record in rows:
             outcome.run.log(record["metrics"], step=record["step"])
-        outcome.run.flush()
+        by_step = {record["step"]: record["metrics"] for record in rows}
+        for row in outcome.result.history:
+            row.update(by_step.get(row["x"], {}))
+        outcome.record({f"final_{k}": v for k, v in rows[-1]["metrics"].items()})
     return outcomes, records
+
+
+def findings(config: Config, outcomes: list[Outcome]) -> list[Finding]:
+    """Seed 003's claims at the final weights, over every model: zero init keeps every hidden
+    layer's units identical (the largest `final_unit_spread` of a zero-init model, over
+    activations, layers and seeds, is below `SAME`: identical in exact arithmetic, the units of
+    a vmap ensemble may differ by float32 rounding, ~1e-7 on one input); for sigmoid and tanh, the Gaussian
+    variance goes with the saturation (ρ(variance, mean over hidden layers of
+    `final_saturation`) > 0) and the first layer's gradient vanishes relative to the last's
+    (mean log10 of ‖∂L/∂W_1‖ / ‖∂L/∂W_last‖ at the largest variance − at the smallest < 0)."""
+    found = []
+    zero = [v for o in outcomes if o.variant.params["init"] == "zero"
+            for k, v in o.measures.items() if k.startswith("final_unit_spread/")]
+    if zero:
+        found.append(maximum("zero_init_symmetric", "zero init never breaks symmetry: the units "
+                             "of every hidden layer stay identical (seed 003)", zero,
+                             expect="below", null=SAME, seed=config.seed,
+                             what="final_unit_spread of the zero-init models' hidden layers "
+                                  "(null: SAME, float32 rounding)"))
+    for activation in ("sigmoid", "tanh"):
+        gaussian = [o for o in outcomes if o.variant.params["activation"] == activation
+                    and o.variant.params["init"] != "zero"]
+        if len({o.variant.params["variance"] for o in gaussian}) > 1:
+            found += saturation_findings(config, activation, gaussian)
+    return found
+
+
+def saturation_findings(config: Config, activation: str, gaussian: list[Outcome]) -> list[Finding]:
+    """The two claims about large-variance `activation` nets, over its Gaussian-init models."""
+    variance = [float(o.variant.params["variance"]) for o in gaussian]
+    saturation = [float(np.mean([v for k, v in o.measures.items() if k.startswith("final_saturation/")]))
+                  for o in gaussian]
+    ratio = [math.log10(first_to_last(o)) for o in gaussian]
+    low, high = min(variance), max(variance)
+    return [
+        correlation(f"saturation_rises_{activation}", f"large-variance {activation} nets saturate "
+                    "(seed 003)", variance, saturation, expect="above", seed=config.seed,
+                    what="variance, mean over hidden layers of final_saturation"),
+        difference(f"first_layer_gradient_vanishes_{activation}", f"in large-variance {activation} "
+                   "nets the first layers' gradients vanish (seed 003)",
+                   [r for r, v in zip(ratio, variance) if v == high],
+                   [r for r, v in zip(ratio, variance) if v == low], expect="below",
+                   seed=config.seed, what=f"of log10(‖∂L/∂W_1‖ / ‖∂L/∂W_last‖) at the final "
+                                          f"weights, variance {high:g} − {low:g}"),
+    ]
+
+
+def first_to_last(outcome: Outcome) -> float:
+    """‖∂L/∂W_1‖ / ‖∂L/∂W_last‖ at the final weights: the first Linear layer's weight-gradient
+    norm over the output layer's (probe batch, see `grad_norm/<layer>`)."""
+    norms = {k: v for k, v in outcome.measures.items()
+             if k.startswith("final_grad_norm/") and k.endswith(".weight")}
+    layers = sorted(norms, key=lambda k: int(k.split("/layer")[1].split(".")[0]))
+    return norms[layers[0]] / norms[layers[-1]]
 
 
 def run(config: Config, tracker: Tracker, ctx: RunContext) -> None:
     data = dataset_for(config, ctx.device)
     rows: list[dict[str, Any]] = []
+    every: list[Outcome] = []
     for activation in config.activations:
         outcomes, records = train_activation(config, activation, data, tracker, ctx)
+        every += outcomes
         rows += [{"activation": activation, "init": o.variant.params["init_name"],
-                  "status": o.result.status, **o.final} for o in outcomes]
+                  "seed": o.variant.seed, "status": o.result.status, **o.final} for o in outcomes]
         tracker.table("final", rows)  # rewritten after each activation: partial results show
-        log_train_test_figures(tracker, outcomes, xlabel="step", suffix=f"_{activation}", train="running",
-                               label=lambda o: o.variant.params["init_name"],
-                               title=f"{activation}: {{metric}} per initialization")
-        tracker.figure(plots.panels(metric_panels(outcomes, records, "grad_norm/"), xlabel="step",
-                                    ylabel="‖∂L/∂θ‖₂ (probe batch)", logy=True, columns=2,
-                                    title=f"{activation}: gradient norm per layer (gaps = exactly 0)"),
-                       f"grad_norms_{activation}")
-        for prefix, ylabel in (("saturation", "fraction of units in the flat region"),
-                               ("unit_spread", "max − min over units (mean over inputs)")):
-            tracker.figure(plots.panels(metric_panels(outcomes, records, f"{prefix}/"),
-                                        xlabel="step", ylabel=ylabel, columns=4,
-                                        title=f"{activation}: {prefix.replace('_', ' ')} per layer"),
-                           f"{prefix}_{activation}")
-        grid, notes = activation_grid(outcomes, records, activation)
-        tracker.figure(plots.histograms(grid, notes=notes, title=(
-            f"{activation}: activations per init (rows) and layer (columns) over steps")),
-            f"activations_{activation}")
-        for outcome in outcomes:
-            name = outcome.variant.name
-            tracker.figure(plots.histograms(histogram_grid(records[name]),
-                                            notes=histogram_notes(records[name], activation),
-                                            title=f"{name}: weights, biases, activations over steps"),
-                           f"histograms/{name}")
+        figures(config, activation, outcomes, records, tracker)
+    summarize(tracker, every)
+    log_findings(tracker, findings(config, every))
+
+
+def figures(config: Config, activation: str, outcomes: list[Outcome],
+            records: dict[str, list[dict[str, Any]]], tracker: Tracker) -> None:
+    """One activation's figures: loss, accuracy, gradient norms, saturation and unit spread
+    per layer (mean ± std over seeds per init); the histograms of the first seed's models."""
+    seeds = f"mean ± std over {config.seeds} seeds"
+    log_train_test_figures(tracker, outcomes, xlabel="step", suffix=f"_{activation}", train="running",
+                           label=lambda o: o.variant.params["init_name"],
+                           title=f"{activation}: {{metric}} per initialization ({seeds})")
+    tracker.figure(plots.panels(metric_panels(outcomes, "grad_norm/"), xlabel="step",
+                                ylabel="‖∂L/∂θ‖₂ (probe batch)", logy=True, columns=2,
+                                title=f"{activation}: gradient norm per layer ({seeds}; "
+                                      "gaps = exactly 0)"),
+                   f"grad_norms_{activation}")
+    for prefix, ylabel in (("saturation", "fraction of units in the flat region"),
+                           ("unit_spread", "max − min over units (mean over inputs)")):
+        tracker.figure(plots.panels(metric_panels(outcomes, f"{prefix}/"), xlabel="step",
+                                    ylabel=ylabel, columns=4,
+                                    title=f"{activation}: {prefix.replace('_', ' ')} per layer ({seeds})"),
+                       f"{prefix}_{activation}")
+    first = [group[0] for group in by_group(outcomes).values()]
+    grid, notes = activation_grid(first, records, activation)
+    tracker.figure(plots.histograms(grid, notes=notes, title=(
+        f"{activation}: activations per init (rows) and layer (columns) over steps, first seed "
+        f"(seed {config.seed})")), f"activations_{activation}")
+    for outcome in first:
+        name = outcome.variant.group
+        tracker.figure(plots.histograms(histogram_grid(records[outcome.variant.name]),
+                                        notes=histogram_notes(records[outcome.variant.name], activation),
+                                        title=f"{name}, first seed (seed {outcome.variant.seed}): "
+                                              "weights, biases, activations over steps"),
+                       f"histograms/{name}")
