@@ -117,3 +117,21 @@ def test_an_identical_experiment_request_is_reused_too(lab: Lab) -> None:
                    **{k: v for k, v in TINY.items() if k != "preset"}}
     assert lab.http.post("/experiments/function-fit", json=spelled_out).json()["id"] == first
     assert lab.http.post("/experiments/function-fit", json={**TINY, "reuse": False}).status_code == 202
+
+
+def test_a_lost_suite_attempt_ends_and_discards_its_runs_at_every_depth(store: str) -> None:
+    """A suite's worker lost mid-run leaves its experiments' runs and their variants running:
+    re-queued, every one of them is ended and discarded, not only the suite's own children."""
+    from experiments.suite import SuiteConfig
+    from experiments.tracking import Tracker
+    from service import jobs
+
+    config = SuiteConfig(experiments=["function-fit"])
+    mlflow = MlflowClient(store)
+    suite = Tracker(mlflow, jobs.create(mlflow, "hw1", config, status="RUNNING"), "hw1")
+    nested = suite.nested("function-fit", config.configs()["function-fit"])
+    variant = nested.child("1-8-1", {"hidden": [8]})
+    jobs.end_children(mlflow, mlflow.get_run(suite.run_id))
+    for run_id in (nested.run_id, variant.run_id):
+        run = mlflow.get_run(run_id)
+        assert run.info.status == "FAILED" and run.info.lifecycle_stage == "deleted"
