@@ -19,6 +19,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from experiments import catalog
 from experiments.core.config import Distinct, ExperimentConfig, Seed, build_config, user_path
+from experiments.core.cost import JobCost
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,12 @@ class SuiteConfig(ExperimentConfig):
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return configs
+
+    def cost(self) -> JobCost:
+        """Its experiments one after another, each named by its place in the suite's config."""
+        return JobCost.one_after_another(
+            JobCost(part.memory_bytes, part.flops, tuple(f"overrides.{name}.{f}" for f in part.fields))
+            for name, part in ((name, config.cost()) for name, config in self.configs().items()))
 
 
 def _error(loc: tuple[Any, ...], reason: str, value: Any) -> InitErrorDetails:

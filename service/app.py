@@ -40,7 +40,8 @@ ERROR_MEANINGS = {
     404: "no such experiment or job",
     409: "the job already ended (a cancel), or has not ended yet (a report)",
     413: "the request body is over PHENOLAB_MAX_BODY_BYTES",
-    422: "invalid request: each bad field with its reason",
+    422: "invalid request: each bad field with its reason (a job over the size limits names "
+         "the fields its size grows with)",
     503: "the tracking store or the queue is unreachable",
 }
 
@@ -156,7 +157,8 @@ async def submit(name: str, request: Request, response: Response) -> dict[str, A
             {"field": "body", "reason": f"expected a JSON object, got {type(config).__name__}"}])
 
     def record() -> tuple[dict[str, Any], str]:  # store calls, off the event loop
-        return jobs.submit(lab_.mlflow, lab_.queue, name, config), lab_.experiment_id(name)
+        return (jobs.submit(lab_.mlflow, lab_.queue, name, config, lab_.settings),
+                lab_.experiment_id(name))
 
     job, experiment_id = await asyncio.to_thread(record)
     if job["reused"]:

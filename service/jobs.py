@@ -44,7 +44,7 @@ from experiments.core.config import ExperimentConfig, build_config, field_errors
 from experiments.suite import SUITES, Suite, UnknownRunnable, runnable
 from experiments.tracking import ERROR_TAG, EXPERIMENT_TAG, create_parent_run, git_revision
 from service.queue import Claim, JobQueue, QueueUnavailable
-from service.settings import Settings
+from service.settings import Settings, settings
 
 log = logging.getLogger("phenolab.jobs")
 
@@ -125,9 +125,9 @@ def suite(name: str) -> Suite:
     return SUITES[name]
 
 
-def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
+def validate(name: str, body: dict[str, Any], limits: Settings | None = None) -> ExperimentConfig:
     """The config of the experiment (or suite) from a request body: defaults, then `preset`,
-    then the fields."""
+    then the fields; refused when the job it describes is over the `limits` (`bounded`)."""
     try:
         entry = runnable(name)
     except UnknownRunnable as error:
@@ -146,7 +146,35 @@ def validate(name: str, body: dict[str, Any]) -> ExperimentConfig:
     if len(config.model_dump_json()) > MAX_TAG_CHARS:
         raise InvalidConfig("invalid config",
                             [{"field": "config", "reason": "too large to record"}])
-    return config
+    return bounded(config, body, limits or settings())
+
+
+def bounded(config: ExperimentConfig, body: dict[str, Any], limits: Settings) -> ExperimentConfig:
+    """The config, unless its job's estimated memory or work (`config.cost()`) is over the
+    limits: per-field bounds do not bound a job (8 models of 16 × 8192 units are each within
+    theirs). The refusal names the fields the size grows with, those the request set first."""
+    cost = config.cost()
+    over = [f"over the limit of {limit:,g} {unit} ({variable})"
+            for value, limit, unit, variable in (
+                (cost.memory_bytes / 2**30, limits.max_job_memory_gb, "GiB of memory",
+                 "PHENOLAB_MAX_JOB_MEMORY_GB"),
+                (cost.flops / 1e12, limits.max_job_tflops, "TFLOPs", "PHENOLAB_MAX_JOB_TFLOPS"))
+            if value > limit]
+    if not over:
+        return config
+    named = [field for field in cost.fields if given(body, field)] or list(cost.fields)
+    raise InvalidConfig(f"job too large: it would take {cost.describe()}, {' and '.join(over)}",
+                        [{"field": field, "reason": "the job's size grows with it"}
+                         for field in named])
+
+
+def given(body: dict[str, Any], path: str) -> bool:
+    """Whether the request set this field (`overrides.sensitivity.epochs` at its depth)."""
+    for part in path.split("."):
+        if not isinstance(body, dict) or part not in body:
+            return False
+        body = body[part]
+    return True
 
 
 def set_status(mlflow: MlflowClient, run_id: str, status: str) -> None:
@@ -180,14 +208,15 @@ def fail(mlflow: MlflowClient, run_id: str, reason: str) -> None:
     mlflow.set_terminated(run_id, "FAILED")
 
 
-def submit(mlflow: MlflowClient, queue: JobQueue, name: str, body: dict[str, Any]) -> dict[str, Any]:
+def submit(mlflow: MlflowClient, queue: JobQueue, name: str, body: dict[str, Any],
+           limits: Settings | None = None) -> dict[str, Any]:
     """Validate, create the SCHEDULED run (the job record), enqueue its id. With the queue
     down the job is still accepted: its record is kept, and the sweep enqueues it once the
     queue is back (`queued: false` says so; a client retrying would submit it twice).
     A request identical to a FINISHED job (`reusable`) is answered with that job,
     `reused: true`, and records nothing, unless its config says `"reuse": false` (which
     also retrains every model rather than load a finished one of the same training key)."""
-    config = validate(name, body)
+    config = validate(name, body, limits)
     if config.reuse and (done := reusable(mlflow, name, config)) is not None:
         return {"id": done.info.run_id, "experiment": name, "status": done.info.status,
                 "queued": False, "reused": True}
@@ -375,10 +404,8 @@ def cancel(mlflow: MlflowClient, queue: JobQueue, run_id: str) -> dict[str, Any]
 
 def end_children(mlflow: MlflowClient, run: Run, discard: bool = True) -> None:
     """End the child runs of an attempt that will not finish FAILED; discarded (soft delete)
-    when the job runs again, kept when this attempt was its last (how far it got). A suite's
-    children are experiments' runs: their own children go the same way."""
+    when the job runs again, kept when this attempt was its last (how far it got)."""
     for child in children(mlflow, run):
-        end_children(mlflow, child, discard)
         if child.info.status in ACTIVE:
             mlflow.set_terminated(child.info.run_id, "FAILED")
         if discard:

@@ -16,6 +16,10 @@ API (`phenolab api`, `phenolab serve`, `phenolab submit`)
 - `PHENOLAB_API_TOKEN`: when set, every request except `/healthz` and the docs needs
   `Authorization: Bearer <token>`; `phenolab submit` sends it.
 - `PHENOLAB_MAX_BODY_BYTES`: the largest request body accepted (413 beyond), default 65536.
+- `PHENOLAB_MAX_JOB_MEMORY_GB` / `PHENOLAB_MAX_JOB_TFLOPS`: the largest job a submit accepts, by
+  its config's estimate (`experiments.core.cost`) of its peak memory and its work, default 16 GiB
+  and 30,000 TFLOPs (the largest course default, the hw1 suite, is ~2 GiB and ~3,100 TFLOPs);
+  beyond, a 422 naming the fields its size grows with.
 
 MLflow UI (links in responses, `phenolab ui`, `phenolab serve`)
 - `PHENOLAB_UI_HOST` / `PHENOLAB_UI_PORT`: where `phenolab ui|serve` starts it, default
@@ -64,6 +68,8 @@ class Settings(BaseSettings):
     api_url: str | None = Field(None, description="public URL of the API, for links and clients")
     api_token: str | None = Field(None, description="bearer token required by the API")
     max_body_bytes: int = Field(65_536, ge=1024, le=16 * 2**20)
+    max_job_memory_gb: float = Field(16.0, gt=0, le=1e6)
+    max_job_tflops: float = Field(30_000.0, gt=0, le=1e12)
 
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(5000, ge=1, le=65535)

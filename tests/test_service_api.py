@@ -119,6 +119,18 @@ BAD_INPUT = [
     ("nan", "POST", POST, '{"lr": NaN}', 422, "lr: Input should be"),
     ("zero lr", "POST", POST, {"lr": 0}, 422, "lr: Input should be greater than 0"),
     ("bad domain", "POST", POST, {"domain": [1, 0]}, 422, "lower bound must be below"),
+    ("a job too large", "POST", POST, {"models": [[8192] * 16] * 8}, 422,
+     "GiB of memory (PHENOLAB_MAX_JOB_MEMORY_GB) and over the limit of 30,000 TFLOPs "
+     "(PHENOLAB_MAX_JOB_TFLOPS): models: the job's size grows with it"),
+    ("a job of too many wide rates", "POST", "/experiments/learning-rate",
+     {"hidden": [8192] * 8, "rates": [(n + 1) / 100 for n in range(16)]}, 422,
+     "GiB of memory (PHENOLAB_MAX_JOB_MEMORY_GB) and over the limit of 30,000 TFLOPs "
+     "(PHENOLAB_MAX_JOB_TFLOPS): hidden: the job's size grows with it; rates: the job's size"),
+    ("a job of too wide batches", "POST", "/experiments/batch-size",
+     {"hidden": [8192] * 8, "batch_sizes": [50_000, "full"]}, 422,
+     "hidden: the job's size grows with it; batch_sizes: the job's size grows with it"),
+    ("a job of too wide models", "POST", "/experiments/interpolation", {"hidden": [8192] * 8},
+     422, "over the limit of 16 GiB of memory (PHENOLAB_MAX_JOB_MEMORY_GB)"),
     ("unknown preset", "POST", POST, {"preset": "huge"}, 422, "preset: unknown preset 'huge'"),
     ("preset wrong type", "POST", POST, {"preset": [1]}, 422, "preset: unknown preset [1]"),
     ("not JSON", "POST", POST, "{oops", 422, "body: not JSON"),

@@ -14,6 +14,7 @@ from experiments.core.config import (
     Epochs,
     LearningRate,
 )
+from experiments.core.cost import Training
 
 NAME = "batch-size"
 TITLE = "Training dynamics: batch size"
@@ -45,3 +46,8 @@ class Config(DynamicsConfig):
 
     PRESETS: ClassVar = {"quick": {"seeds": 2, "steps": 200, "eval_every": 20, "hidden": [128],
                                    "train_subset": 5000, "test_subset": 1000}}
+
+    COST_FIELDS: ClassVar = DynamicsConfig.BATCH_STUDY_COST
+
+    def trainings(self) -> list[Training]:
+        return self.per_batch_size(self.batch_sizes)

@@ -23,6 +23,14 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
+from experiments.core.cost import (
+    BYTES,
+    TEST_EXAMPLES,
+    TRAIN_EXAMPLES,
+    JobCost,
+    Training,
+)
+
 DeviceName = Literal["auto", "cpu", "cuda"]
 OptimizerName = Literal["sgd", "momentum", "adam", "rmsprop"]
 DatasetName = Literal["mnist", "cifar10"]
@@ -47,6 +55,13 @@ def mlp_params(in_dim: int, hidden: Sequence[int], out_dim: int) -> int:
     bound what a request may build."""
     dims = [in_dim, *hidden, out_dim]
     return sum((a + 1) * b for a, b in zip(dims, dims[1:]))
+
+
+def mlp_training(in_dim: int, hidden: Sequence[int], out_dim: int, models: int, batch: int,
+                 examples: int, optimizer: str) -> Training:
+    """`models` copies of an MLP trained together (see `experiments.core.cost`)."""
+    return Training(mlp_params(in_dim, hidden, out_dim), in_dim + sum(hidden) + out_dim, models,
+                    batch, examples, optimizer)
 
 
 def distinct(values: list[Any]) -> list[Any]:
@@ -86,6 +101,26 @@ class ExperimentConfig(BaseModel):
     device: DeviceName = Field("auto", description="auto = cuda when available, else cpu")
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    COST_FIELDS: ClassVar[tuple[str, ...]] = ("seeds",)  # what the job's size grows with
+
+    @property
+    def ensemble(self) -> int:
+        """Copies of each model trained together besides the seeds (rates, inits)."""
+        return 1
+
+    def trainings(self) -> list[Training]:
+        """The trainings the job does, one after another (see `experiments.core.cost`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no estimate of its trainings")
+
+    def held_bytes(self) -> int:
+        """Memory the job holds beside its trainings (data, records kept for figures)."""
+        return 0
+
+    def cost(self) -> JobCost:
+        """The job's estimated peak memory and work, torch-free: what the service bounds."""
+        held, fields = self.held_bytes(), [f for f in self.COST_FIELDS if f in type(self).model_fields]
+        return JobCost.one_after_another((part.cost(fields, held) for part in self.trainings()),
+                                         fields)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -123,11 +158,46 @@ COURSE_MLP = [256, 256, 256]  # the course's model: 3 hidden layers of 256
 
 
 class DatasetConfig(ExperimentConfig):
-    """Fields of every experiment on an image dataset: which one, and how much of each split."""
+    """Fields of every experiment on an image dataset: which one, and how much of each split.
+    Its cost, unless a subclass says otherwise: an MLP per architecture (`hidden`), `seeds` ×
+    `ensemble` copies trained together in batches of `batch_size`, `examples` examples each."""
 
     dataset: DatasetName = "mnist"
     train_subset: TrainSubset | None = None
     test_subset: TestSubset | None = None
+
+    COST_FIELDS: ClassVar = ("hidden", "seeds", "batch_size", "dataset", "train_subset")
+    BATCH_STUDY_COST: ClassVar = ("hidden", "batch_sizes", "seeds", "budget", "steps", "epochs",
+                                  "dataset", "train_subset")
+
+    @property
+    def train_examples(self) -> int:
+        return self.train_subset or TRAIN_EXAMPLES[self.dataset]
+
+    def held_bytes(self) -> int:
+        """Both splits, as float32 tensors."""
+        test = self.test_subset or TEST_EXAMPLES[self.dataset]
+        return BYTES * INPUT_SIZES[self.dataset] * (self.train_examples + test)
+
+    def mlp(self, hidden: Sequence[int], models: int, batch: int, examples: int) -> Training:
+        """`models` copies of the classifier MLP of `hidden` trained together."""
+        return mlp_training(INPUT_SIZES[self.dataset], hidden, 10, models, batch, examples,
+                            self.optimizer)
+
+    def architectures(self) -> list[list[int]]:
+        return [self.hidden]
+
+    def trainings(self) -> list[Training]:
+        return [self.mlp(hidden, self.seeds * self.ensemble, self.batch_size, self.examples)
+                for hidden in self.architectures()]
+
+    def per_batch_size(self, sizes: Sequence[int | str]) -> list[Training]:
+        """A batch-size study: one training per batch size (`"full"`: the whole training set),
+        each model seeing `steps` batches (a `budget` of steps), else `epochs` passes."""
+        full = [self.train_examples if size == "full" else int(size) for size in sizes]
+        return [self.mlp(self.hidden, self.seeds, batch, batch * self.steps
+                         if self.budget == "steps" else self.train_examples * self.epochs)
+                for batch in full]
 
 
 class SupervisedConfig(DatasetConfig):
@@ -139,6 +209,12 @@ class SupervisedConfig(DatasetConfig):
     batch_size: BatchSize = 128
     epochs: Epochs = 10
 
+    COST_FIELDS: ClassVar = (*DatasetConfig.COST_FIELDS, "epochs")
+
+    @property
+    def examples(self) -> int:
+        return self.train_examples * self.epochs
+
 
 class DynamicsConfig(DatasetConfig):
     """Fields of the training-dynamics experiments: an MLP on a dataset, trained for a budget
@@ -148,6 +224,12 @@ class DynamicsConfig(DatasetConfig):
     optimizer: OptimizerName = "sgd"
     steps: Steps = 3000
     eval_every: Steps = Field(100, description="steps between evaluations")
+
+    COST_FIELDS: ClassVar = (*DatasetConfig.COST_FIELDS, "steps")
+
+    @property
+    def examples(self) -> int:
+        return self.batch_size * self.steps
 
     @property
     def schedule(self) -> dict[str, Any]:
@@ -186,6 +268,11 @@ class BatchSizeStudy(DatasetConfig, Budget):
     lr: LearningRate = 1e-3
     measure_subset: TrainSubset = Field(
         10_000, description="first N training examples the train-set measures use")
+
+    COST_FIELDS: ClassVar = DatasetConfig.BATCH_STUDY_COST
+
+    def trainings(self) -> list[Training]:
+        return self.per_batch_size(self.batch_sizes)
 
 
 def field_errors(error: ValidationError, model: type[BaseModel]) -> list[dict[str, str]]:

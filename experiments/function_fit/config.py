@@ -14,7 +14,9 @@ from experiments.core.config import (
     OptimizerName,
     TargetName,
     Width,
+    mlp_training,
 )
+from experiments.core.cost import Training, equal_width
 
 NAME = "function-fit"
 TITLE = "HW1-1 Deep vs shallow: simulate a function"
@@ -56,3 +58,12 @@ class Config(ExperimentConfig):
         if self.domain[0] >= self.domain[1]:
             raise ValueError("domain: the lower bound must be below the upper bound")
         return self
+
+    COST_FIELDS: ClassVar = ("models", "param_budget", "depths", "n_points", "epochs", "seeds")
+
+    def trainings(self) -> list[Training]:
+        """Each architecture on all `n_points` at once, `epochs` times, its copies together."""
+        hidden = self.models if self.param_budget is None else [
+            [equal_width(self.param_budget, depth, 1, 1)] * depth for depth in self.depths]
+        return [mlp_training(1, widths, 1, self.seeds * self.ensemble, self.n_points,
+                             self.n_points * self.epochs, self.optimizer) for widths in hidden]

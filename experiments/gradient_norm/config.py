@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from experiments.core.config import (
+    INPUT_SIZES,
     BatchSize,
     ExperimentConfig,
     LearningRate,
@@ -14,7 +15,9 @@ from experiments.core.config import (
     TargetName,
     TrainSubset,
     Width,
+    mlp_training,
 )
+from experiments.core.cost import BYTES, TRAIN_EXAMPLES, Training
 
 NAME = "gradient-norm"
 TITLE = "HW1-2 Optimization: the gradient norm and the loss at every iteration"
@@ -43,3 +46,22 @@ class Config(ExperimentConfig):
 
     PRESETS: ClassVar = {"quick": {"function_steps": 500, "mnist_steps": 300,
                                    "train_subset": 5000, "n_points": 256}}
+
+    COST_FIELDS: ClassVar = ("function_hidden", "function_steps", "function_batch_size",
+                             "n_points", "mnist", "mnist_hidden", "mnist_steps", "batch_size",
+                             "train_subset", "seeds")
+
+    def trainings(self) -> list[Training]:
+        batch = self.function_batch_size or self.n_points
+        parts = [mlp_training(1, self.function_hidden, 1, self.seeds, batch,
+                              batch * self.function_steps, self.optimizer)]
+        if self.mnist:
+            parts.append(mlp_training(INPUT_SIZES["mnist"], self.mnist_hidden, 10, self.seeds,
+                                      self.batch_size, self.batch_size * self.mnist_steps,
+                                      self.optimizer))
+        return parts
+
+    def held_bytes(self) -> int:
+        """MNIST's training images, when it trains on them."""
+        examples = self.train_subset or TRAIN_EXAMPLES["mnist"]
+        return BYTES * INPUT_SIZES["mnist"] * examples if self.mnist else 0

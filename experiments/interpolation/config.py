@@ -17,6 +17,7 @@ from experiments.core.config import (
     Width,
     hidden_widths,
 )
+from experiments.core.cost import Training
 
 NAME = "interpolation"
 TITLE = "HW1-3 Flatness vs generalization, part 1: the line between two trained models"
@@ -68,3 +69,9 @@ class Config(DatasetConfig, Budget):
         if self.alpha_min >= self.alpha_max:
             raise ValueError("alpha_min must be below alpha_max")
         return self
+
+    COST_FIELDS: ClassVar = ("hidden", "approaches", "seeds", "epochs", "dataset", "train_subset")
+
+    def trainings(self) -> list[Training]:
+        return [self.mlp(self.hidden, self.seeds, approach.batch_size,
+                         self.train_examples * self.epochs) for approach in self.approaches]

@@ -38,3 +38,9 @@ class Config(DynamicsConfig):
 
     PRESETS: ClassVar = {"quick": {"steps": 200, "eval_every": 20, "hidden": [128],
                                    "batch_size": 200, "train_subset": 5000, "test_subset": 1000}}
+
+    COST_FIELDS: ClassVar = (*DynamicsConfig.COST_FIELDS, "rates")
+
+    @property
+    def ensemble(self) -> int:
+        return len(self.rates)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -16,7 +17,9 @@ from experiments.core.config import (
     TargetName,
     Width,
     mlp_params,
+    mlp_training,
 )
+from experiments.core.cost import Training
 
 NAME = "minimal-ratio"
 TITLE = "HW1-2 Optimization: what happens when the gradient is almost zero"
@@ -77,3 +80,18 @@ class Config(ExperimentConfig):
             raise ValueError(f"repetitions × parameters² = {self.repetitions * self.n_params ** 2:,}"
                              f" Hessian entries, at most {MAX_HESSIAN_ENTRIES:,}: fewer of either")
         return self
+
+    COST_FIELDS: ClassVar = ("hidden", "repetitions", "seeds", "n_points", "epochs", "methods",
+                             "grad_norm_steps", "second_order_steps")
+
+    def trainings(self) -> list[Training]:
+        """Phase 1; then each method from its weights, a grad_norm step as three gradients and
+        a second-order step as the exact Hessian's P."""
+        first = mlp_training(1, self.hidden, 1, self.repetitions * self.seeds, self.n_points,
+                             self.n_points * self.epochs, self.optimizer)
+        steps = 3 * self.grad_norm_steps + self.second_order_steps * self.n_params
+        return [first, replace(first, examples=self.n_points * len(self.methods) * steps)]
+
+    def held_bytes(self) -> int:
+        """Every network's exact Hessian, float64."""
+        return 8 * self.repetitions * self.seeds * self.n_params ** 2

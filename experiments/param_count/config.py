@@ -28,3 +28,8 @@ class Config(SupervisedConfig):
     depth: int = Field(1, ge=1, le=4, description="hidden layers, each `width` wide")
 
     PRESETS: ClassVar = {"quick": {"epochs": 2, "train_subset": 2000, "test_subset": 1000}}
+
+    COST_FIELDS: ClassVar = (*SupervisedConfig.COST_FIELDS, "widths", "depth")
+
+    def architectures(self) -> list[list[int]]:
+        return [[width] * self.depth for width in self.widths]

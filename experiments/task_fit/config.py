@@ -7,9 +7,11 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from experiments.core.config import (
+    INPUT_SIZES,
     BatchSize,
     SupervisedConfig,
 )
+from experiments.core.cost import POSITIONS, Training, equal_width
 
 NAME = "task-fit"
 TITLE = "HW1-1 Deep vs shallow: train on an actual task"
@@ -30,3 +32,17 @@ class Config(SupervisedConfig):
     batch_size: BatchSize = 64
 
     PRESETS: ClassVar = {"quick": {"epochs": 2, "train_subset": 5000, "test_subset": 2000}}
+
+    COST_FIELDS: ClassVar = ("param_budget", "depths", "family", "conv_channels", "seeds",
+                             "batch_size", "epochs", "dataset", "train_subset")
+
+    def trainings(self) -> list[Training]:
+        """One model of `param_budget` parameters per depth; a CNN applies its weights at
+        every position of the image and keeps a feature map per channel."""
+        size, positions = INPUT_SIZES[self.dataset], POSITIONS[self.dataset]
+        if self.family == "mlp":
+            return [self.mlp([equal_width(self.param_budget, depth, size, 10)] * depth,
+                             self.seeds, self.batch_size, self.examples) for depth in self.depths]
+        return [Training(self.param_budget, size + positions * max(self.conv_channels) * depth,
+                         self.seeds, self.batch_size, self.examples, self.optimizer, positions)
+                for depth in self.depths]

@@ -64,3 +64,13 @@ class Config(DynamicsConfig):
             raise ValueError(f"{held:,} histogram values held, at most {MAX_HISTOGRAM_VALUES:,}: "
                              "fewer evaluations, inits, seeds, layers or hist_samples")
         return self
+
+    COST_FIELDS: ClassVar = (*DynamicsConfig.COST_FIELDS, "activations", "variances", "zero_init")
+
+    @property
+    def ensemble(self) -> int:
+        return len(self.activations) * (len(self.variances) + self.zero_init)
+
+    def held_bytes(self) -> int:
+        """The data, and as many histogram values as `_records_fit` allows, as Python floats."""
+        return super().held_bytes() + 24 * MAX_HISTOGRAM_VALUES

@@ -14,6 +14,7 @@ from experiments.core.config import (
     hidden_widths,
     mlp_params,
 )
+from experiments.core.cost import BYTES
 
 NAME = "weight-trajectory"
 TITLE = "HW1-2 Optimization: the path of the weights during training, in 2-D"
@@ -56,3 +57,14 @@ class Config(SupervisedConfig):
             raise ValueError(f"hidden: {held:,} weights held (points × parameters), at most "
                              f"{MAX_VALUES:,}: narrower layers or fewer points")
         return self
+
+    COST_FIELDS: ClassVar = (*SupervisedConfig.COST_FIELDS, "events", "collect_every")
+
+    @property
+    def ensemble(self) -> int:
+        return self.events
+
+    def held_bytes(self) -> int:
+        """The data, and the collected weights twice (kept, and in the PCA)."""
+        weights = self.points * mlp_params(INPUT_SIZES[self.dataset], self.hidden, 10)
+        return super().held_bytes() + 2 * BYTES * weights
