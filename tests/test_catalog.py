@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each experiment at a size that runs in seconds (on top of its `quick` preset): what the
 # glossary test logs. A new experiment adds its row here.
 SMOKE: dict[str, dict] = {
-    "function-fit": {"epochs": 20, "n_points": 32, "models": [[8], [4, 4]], "eval_every": 5},
+    "function-fit": {"epochs": 20, "n_points": 32, "models": [[8], [4, 4]], "eval_every": 5,
+                     "lrs": [1e-3, 1e-2]},
     "task-fit": {"epochs": 1, "train_subset": 300, "test_subset": 200, "param_budget": 20_000},
-    "weight-trajectory": {"events": 2, "epochs": 2, "collect_every": 1, "train_subset": 200,
+    "weight-trajectory": {"seeds": 2, "epochs": 2, "collect_every": 1, "train_subset": 200,
                           "test_subset": 100, "hidden": [8], "batch_size": 50},
     "gradient-norm": {"function_steps": 20, "mnist_steps": 10, "train_subset": 200, "n_points": 32,
                       "function_hidden": [8], "mnist_hidden": [8]},

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from findings_readback import findings_json
 from mlflow.tracking import MlflowClient
 
 import experiments
@@ -180,10 +182,13 @@ def test_configs_are_bounded_and_flatten() -> None:
 
 
 def _tiny_function_fit() -> dict:
-    return {"epochs": 60, "n_points": 64, "eval_every": 5}
+    return {"epochs": 60, "n_points": 64, "eval_every": 5, "lrs": [1e-3, 1e-2]}
 
 
-def test_function_fit_tracks_parent_children_metrics_figures(store: str) -> None:
+ARCHITECTURES = ("1-190-1", "1-10-18-15-4-1", "1-5-10-10-10-10-10-5-1")
+
+
+def test_function_fit_tunes_each_architecture_over_rates_and_seeds(store: str, tmp_path: Path) -> None:
     run_id = experiments.run("function-fit", _tiny_function_fit(), preset="quick")
     client = MlflowClient(store)
     parent = client.get_run(run_id)
@@ -192,10 +197,12 @@ def test_function_fit_tracks_parent_children_metrics_figures(store: str) -> None
     assert {"torch_version", "device", "git_revision", "seed"} <= set(parent.data.tags)
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{run_id}'")
-    assert len(children) == 3
+    assert len(children) == 3 * 2 * 2  # architectures × rates × seeds
+    assert {c.info.run_name for c in children} == {f"{a} lr{lr:g} seed{s}" for a in ARCHITECTURES
+                                                   for lr in (1e-3, 1e-2) for s in (0, 1)}
     counts = [int(c.data.params["n_params"]) for c in children]
     assert max(counts) - min(counts) <= 0.01 * min(counts)
-    history = client.get_metric_history(children[0].info.run_id, "running_loss")
+    history = client.get_metric_history(children[0].info.run_id, "train_loss")
     assert [m.step for m in history] == list(range(5, 61, 5))
     assert all(c.info.status == "FINISHED" for c in children)
     for child in children:  # hidden layers of each model: 1, 4, 7
@@ -203,25 +210,55 @@ def test_function_fit_tracks_parent_children_metrics_figures(store: str) -> None
         assert len(dead) == int(child.data.params["depth"])
         assert all(0.0 <= v <= 1.0 for v in dead.values())
         assert child.data.tags["collapsed"] == str(1.0 in dead.values()).lower()
+    metrics = parent.data.metrics
+    best_mses = {}
+    for arch in ARCHITECTURES:  # the best rate has the lowest mean final MSE over the seeds
+        means = {lr: metrics[f"mean/{arch} lr{lr:g}/final_train_loss"] for lr in (1e-3, 1e-2)}
+        best = metrics[f"best_lr/{arch}"]
+        assert means[best] == min(means.values())
+        best_mses[arch] = [c.data.metrics["final_train_loss"] for c in children
+                           if c.data.params["variant"] == f"{arch} lr{best:g}"]
+        assert means[best] == pytest.approx(np.mean(best_mses[arch]))
+        assert metrics[f"best_final_mse/{arch}"] == pytest.approx(min(best_mses[arch]))
+        assert metrics[f"median_final_mse/{arch}"] == pytest.approx(np.median(best_mses[arch]))
+    findings = findings_json(client, run_id, tmp_path)
+    assert findings.keys() == {"deeper_lower_mse_1_10_18_15_4_1",
+                               "deeper_lower_mse_1_5_10_10_10_10_10_5_1"}
+    for arch in ARCHITECTURES[1:]:  # deep − shallow, each at its best rate
+        finding = findings[f"deeper_lower_mse_{arch.replace('-', '_')}"]
+        assert finding["expect"] == "below" and finding["null"] == 0.0
+        assert finding["value"] == pytest.approx(np.mean(best_mses[arch]) - np.mean(best_mses["1-190-1"]))
+        assert finding["verdict"] == "inconclusive"  # 2 seeds: too few to resample
     files = {f.path: f.file_size for f in client.list_artifacts(run_id, "figures")}
     assert files.keys() == {"figures/loss.png", "figures/predictions.png"}
     assert all(size > 10_000 for size in files.values())
 
 
-def test_task_fit_on_mnist_has_equal_budgets_and_epoch_curves(store: str, mnist_dir) -> None:
+def test_task_fit_on_mnist_has_equal_budgets_and_epoch_curves(store: str, mnist_dir,
+                                                               tmp_path: Path) -> None:
     run_id = experiments.run("task-fit", {"epochs": 2, "train_subset": 3000, "test_subset": 500,
-                                          "param_budget": 20_000})
+                                          "param_budget": 20_000, "seeds": 2})
     client = MlflowClient(store)
     parent = client.get_run(run_id)
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{run_id}'")
-    assert len(children) == 2
+    assert len(children) == 2 * 2  # depths × seeds
     counts = [int(c.data.params["n_params"]) for c in children]
     assert all(abs(n - 20_000) <= 200 for n in counts)
+    accuracies: dict[str, list[float]] = {}
     for child in children:
         accs = client.get_metric_history(child.info.run_id, "test_acc")
         assert [m.step for m in accs] == [1, 2]
         assert accs[-1].value > 0.5  # well above the 10% of chance even after 2 tiny epochs
+        accuracies.setdefault(child.data.params["variant"], []).append(accs[-1].value)
+    for variant, values in accuracies.items():
+        assert parent.data.metrics[f"mean/{variant}/final_test_acc"] == pytest.approx(np.mean(values))
+        assert parent.data.metrics[f"n/{variant}/final_test_acc"] == 2
+    (finding,) = findings_json(client, run_id, tmp_path).values()
+    assert finding["key"] == "deeper_higher_test_acc_depth3" and finding["expect"] == "above"
+    assert finding["value"] == pytest.approx(np.mean(accuracies["cnn-depth3"])
+                                             - np.mean(accuracies["cnn-depth1"]))
+    assert finding["verdict"] == "inconclusive"  # 2 seeds: too few to resample
     figures = {f.path for f in client.list_artifacts(run_id, "figures")}
     assert figures == {"figures/loss.png", "figures/accuracy.png"}
 

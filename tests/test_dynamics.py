@@ -218,8 +218,10 @@ def test_dynamics_configs_reject_absurd_values(name: str, fields: dict, message:
 
 # --- experiments end to end -----------------------------------------------------------------
 
-def test_learning_rate_tags_the_diverging_rate_and_the_others_go_on(store: str, mnist_dir: Path) -> None:
-    config = {**TINY, "rates": [0.005, 0.05, 50.0], "steps": 30, "eval_every": 10, "batch_size": 100}
+def test_learning_rate_tags_the_diverging_rate_and_the_others_go_on(store: str, mnist_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    config = {**TINY, "rates": [0.005, 0.05, 50.0], "steps": 30, "eval_every": 10, "batch_size": 100,
+              "seeds": 3}
     run_id = experiments.run("learning-rate", config, preset="quick")
     client = MlflowClient(store)
     parent = client.get_run(run_id)
@@ -227,30 +229,46 @@ def test_learning_rate_tags_the_diverging_rate_and_the_others_go_on(store: str, 
     assert parent.data.tags["diverged_rates"] == "50"
     assert parent.data.metrics["diverged_count"] == 1
     children = _children(client, run_id)
-    assert set(children) == {"lr-0.005", "lr-0.05", "lr-50"}
-    bad = children["lr-50"]
-    assert bad.data.tags["diverged"] == "true" and bad.data.tags["status"] == "diverged"
-    step = int(bad.data.tags["diverged_step"])
-    assert 1 <= step <= 10 and bad.data.metrics["steps_trained"] == step
-    for name in ("lr-0.005", "lr-0.05"):
-        child = children[name]
-        assert child.data.tags["status"] == "finished" and "diverged" not in child.data.tags
-        assert sorted(_history(client, child.info.run_id, "test_acc")) == [10, 20, 30]
-        assert float(child.data.params["lr"]) == float(name[3:])
-    assert children["lr-0.05"].data.metrics["final_running_loss"] < children["lr-0.005"].data.metrics[
-        "final_running_loss"]  # the smaller rate learns more slowly
+    assert set(children) == {f"lr-{r} seed{s}" for r in ("0.005", "0.05", "50") for s in (0, 1, 2)}
+    for seed in (0, 1, 2):
+        bad = children[f"lr-50 seed{seed}"]
+        assert bad.data.tags["diverged"] == "true" and bad.data.tags["status"] == "diverged"
+        step = int(bad.data.tags["diverged_step"])
+        assert 1 <= step <= 10 and bad.data.metrics["steps_trained"] == step
+        for rate in ("0.005", "0.05"):
+            child = children[f"lr-{rate} seed{seed}"]
+            assert child.data.tags["status"] == "finished" and "diverged" not in child.data.tags
+            assert sorted(_history(client, child.info.run_id, "test_acc")) == [10, 20, 30]
+            assert float(child.data.params["lr"]) == float(rate)
+    metrics = parent.data.metrics
+    assert metrics["mean/lr-0.05/final_running_loss"] < metrics[
+        "mean/lr-0.005/final_running_loss"]  # the smaller rate learns more slowly
+    findings = findings_json(client, run_id, tmp_path)
+    accuracy = {r: sum(children[f"lr-{r} seed{s}"].data.metrics["final_test_acc"]
+                       for s in (0, 1, 2)) for r in ("0.005", "0.05")}
+    best = float(max(accuracy, key=accuracy.get))  # lr-50 diverged: it scores 0
+    assert metrics["best_lr"] == best
+    assert findings["best_rate_above_smallest"]["value"] == pytest.approx(math.log10(best / 0.005))
+    assert findings["best_rate_below_largest"]["value"] == pytest.approx(math.log10(best / 50))
+    assert findings["best_rate_below_largest"]["verdict"] == "holds"  # every resample: below 50
+    diverges = findings["largest_rate_diverges"]
+    assert (diverges["value"], diverges["interval"], diverges["verdict"]) == (1.0, [1.0, 1.0], "holds")
     figures = _figures(client, run_id)
     for name in ("loss_diverged_marked", "loss", "accuracy", "final_accuracy"):
         assert figures[f"figures/{name}.png"] > 10_000
 
 
-def test_learning_rate_adaptive_optimizer_trains_rates_separately(store: str, mnist_dir: Path) -> None:
+def test_learning_rate_adaptive_optimizer_trains_each_rate_as_alone(store: str, mnist_dir: Path) -> None:
+    """Adam: every rate in one ensemble (the step scaled per model) trains as that rate alone."""
     config = {**TINY, "rates": [1e-3, 1e-2], "steps": 10, "eval_every": 5, "optimizer": "adam",
-              "batch_size": 100}
-    run_id = experiments.run("learning-rate", config)
-    children = _children(MlflowClient(store), run_id)
+              "batch_size": 100, "seeds": 1}
+    client = MlflowClient(store)
+    children = _children(client, experiments.run("learning-rate", config))
     losses = [children[f"lr-{r:g}"].data.metrics["final_running_loss"] for r in (1e-3, 1e-2)]
     assert losses[0] != losses[1]
+    alone = _children(client, experiments.run("learning-rate", {**config, "rates": [1e-2],
+                                                                  "reuse": False}))
+    assert alone["lr-0.01"].data.metrics["final_running_loss"] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_batch_size_steps_budget_and_the_full_batch(store: str, mnist_dir: Path,

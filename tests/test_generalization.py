@@ -59,16 +59,28 @@ def test_shuffle_labels_is_a_seeded_permutation_of_the_chosen_fraction() -> None
     assert (shuffle_labels(y, 0.3, 0) != y).sum() <= 300
 
 
-def test_random_labels_logs_epoch_curves_against_shuffled_labels(store: str, mnist_dir: Path) -> None:
+def test_random_labels_logs_epoch_curves_against_shuffled_labels(store: str, mnist_dir: Path,
+                                                                  tmp_path: Path) -> None:
     run_id = experiments.run("random-labels", {**TINY, "epochs": 2}, preset="quick")
     client = MlflowClient(store)
     parent = client.get_run(run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["labels_changed"] > 0.8
-    (child,) = _children(client, run_id).values()
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-        assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2]
-    assert parent.data.metrics["final_test_acc"] < 0.3  # nothing to generalise
+    children = _children(client, run_id)
+    assert children.keys() == {"mlp-16 seed0", "mlp-16 seed1"}
+    for child in children.values():
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2]
+    train = [c.data.metrics["final_train_acc"] for c in children.values()]
+    test = [c.data.metrics["final_test_acc"] for c in children.values()]
+    assert parent.data.metrics["mean/mlp-16/final_test_acc"] == pytest.approx(np.mean(test))
+    assert parent.data.metrics["mean/mlp-16/final_test_acc"] < 0.3  # nothing to generalise
+    findings = findings_json(client, run_id, tmp_path)
+    fits, chance = findings["fits_shuffled_labels"], findings["test_at_chance"]
+    assert (fits["null"], fits["expect"]) == (0.9, "above")
+    assert fits["value"] == pytest.approx(np.mean(train))
+    assert (chance["null"], chance["expect"]) == (0.05, "below")
+    assert chance["value"] == pytest.approx(np.mean([abs(a - 0.1) for a in test]))
     figures = _figures(client, run_id)
     assert figures.keys() == {"figures/loss.png", "figures/accuracy.png"}
     assert min(figures.values()) > 10_000
@@ -87,7 +99,7 @@ def test_random_labels_runs_on_cifar10(store: str, tmp_path: Path,
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list("0123456789")}))
     monkeypatch.setenv("PHENOLAB_DATA_DIR", str(tmp_path / "cifar"))
     run_id = experiments.run("random-labels", {"dataset": "cifar10", "hidden": [16], "epochs": 2,
-                                               "train_subset": None})
+                                               "train_subset": None, "seeds": 1})
     client = MlflowClient(store)
     assert client.get_run(run_id).data.params["dataset"] == "cifar10"
     (child,) = _children(client, run_id).values()
@@ -103,19 +115,35 @@ def test_param_count_defaults_span_two_orders_of_magnitude() -> None:
         ParamCountConfig(widths=[4, 16, 4])
 
 
-def test_param_count_logs_n_params_and_finals_per_model(store: str, mnist_dir: Path) -> None:
+def test_param_count_logs_n_params_and_finals_per_model(store: str, mnist_dir: Path,
+                                                       tmp_path: Path) -> None:
     widths = [1, 4, 16, 64]
     run_id = experiments.run("param-count", {"train_subset": 300, "test_subset": 200, "epochs": 1,
-                                             "widths": widths})
+                                             "widths": widths, "seeds": 2})
     client = MlflowClient(store)
     children = _children(client, run_id)
     counts = sorted(int(c.data.params["n_params"]) for c in children.values())
-    assert counts == [mlp_params(784, [w], 10) for w in widths]
+    assert counts == sorted(2 * [mlp_params(784, [w], 10) for w in widths])  # widths × seeds
     for child in children.values():
+        metrics = child.data.metrics
         assert {"final_train_loss", "final_test_loss", "final_train_acc", "final_test_acc"} \
-            <= child.data.metrics.keys()
-    history = client.get_metric_history(run_id, "test_acc_by_params")
-    assert sorted(m.step for m in history) == counts
+            <= metrics.keys()
+        assert metrics["generalization_gap"] == pytest.approx(
+            metrics["final_train_acc"] - metrics["final_test_acc"])
+    history = {m.step: m.value for m in client.get_metric_history(run_id, "test_acc_by_params")}
+    assert sorted(history) == counts[::2]
+    for w in widths:  # the mean over the width's seeds, at step = its parameter count
+        seeds = [children[f"width-{w} seed{s}"].data.metrics["final_test_acc"] for s in (0, 1)]
+        assert history[mlp_params(784, [w], 10)] == pytest.approx(np.mean(seeds))
+    findings = findings_json(client, run_id, tmp_path)
+    n_params = [int(c.data.params["n_params"]) for c in children.values()]
+    for key, y in (("train_acc_rises_with_params",
+                    [c.data.metrics["final_train_acc"] for c in children.values()]),
+                   ("gap_grows_with_params",
+                    [c.data.metrics["generalization_gap"] for c in children.values()])):
+        assert findings[key]["value"] == pytest.approx(spearmanr(n_params, y).statistic)
+        low, high = findings[key]["interval"]
+        assert -1 <= low <= high <= 1  # 8 models: enough to resample
     assert _figures(client, run_id).keys() == {"figures/loss_vs_params.png",
                                                "figures/accuracy_vs_params.png"}
 

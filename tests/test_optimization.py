@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from findings_readback import findings_json
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
@@ -18,6 +19,7 @@ from experiments.core.context import RunContext
 from experiments.core.data import Split
 from experiments.core.models import count_params, mlp
 from experiments.core.train import StepRecords, TrainSpec, intra_op_threads, seeded, train
+from experiments.gradient_norm.experiment import orders_fallen
 from experiments.minimal_ratio.experiment import (
     descend,
     levenberg_marquardt,
@@ -25,7 +27,7 @@ from experiments.minimal_ratio.experiment import (
     newton,
     residual_functions,
 )
-from experiments.weight_trajectory.experiment import first_layer
+from experiments.weight_trajectory.experiment import first_layer, separation
 
 
 def quadratic(a: torch.Tensor, b: torch.Tensor):
@@ -266,22 +268,44 @@ def test_recorded_gradient_norm_is_that_of_the_mean_batch_loss_by_hand() -> None
     assert results[1].steps["step_loss"][0] == pytest.approx(expected_loss, rel=1e-5)
 
 
-def test_gradient_norm_logs_every_iteration_of_both_tasks(store: str, mnist_dir: Path) -> None:
+def test_orders_fallen_compares_the_median_norms_of_the_first_and_last_twentieth() -> None:
+    norms = [100.0] * 20 + [5.0] * 60 + [1.0] * 20  # windows of 100 // 20 = 5 iterations
+    assert orders_fallen(norms) == pytest.approx(2.0)
+    assert orders_fallen([3.0]) == 0.0  # one iteration: the window is that iteration
+
+
+def test_gradient_norm_logs_every_iteration_of_both_tasks(store: str, mnist_dir: Path,
+                                                          tmp_path: Path) -> None:
     run_id = experiments.run("gradient-norm", {"function_steps": 120, "mnist_steps": 30,
                                                "train_subset": 500, "n_points": 64,
                                                "function_hidden": [16], "mnist_hidden": [16]},
                              preset="quick")
     client = MlflowClient(store)
     children = _children(client, run_id)
-    assert children.keys() == {"function: sinc", "mnist"}
-    for name, steps in (("function: sinc", 120), ("mnist", 30)):
-        child_id = children[name].info.run_id
-        for key in ("grad_norm", "step_loss"):
-            history = client.get_metric_history(child_id, key)
-            assert sorted(m.step for m in history) == list(range(1, steps + 1))
-            assert all(m.value > 0 and math.isfinite(m.value) for m in history)
-    mnist_losses = sorted(client.get_metric_history(children["mnist"].info.run_id, "step_loss"),
-                          key=lambda m: m.step)
+    tasks = {"function": ("function: sinc", 120), "mnist": ("mnist", 30)}
+    assert children.keys() == {f"{name} seed{s}" for name, _ in tasks.values() for s in (0, 1)}
+    parent = client.get_run(run_id).data
+    findings = findings_json(client, run_id, tmp_path)
+    for key, (name, steps) in tasks.items():
+        fallen = []
+        for seed in (0, 1):
+            child_id = children[f"{name} seed{seed}"].info.run_id
+            for metric in ("grad_norm", "step_loss"):
+                history = client.get_metric_history(child_id, metric)
+                assert sorted(m.step for m in history) == list(range(1, steps + 1))
+                assert all(m.value > 0 and math.isfinite(m.value) for m in history)
+            norms = [m.value for m in sorted(client.get_metric_history(child_id, "grad_norm"),
+                                             key=lambda m: m.step)]
+            fallen.append(orders_fallen(norms))
+            assert children[f"{name} seed{seed}"].data.metrics["grad_norm_orders_fallen"] == \
+                pytest.approx(fallen[-1], rel=1e-4)
+        assert parent.metrics[f"mean/{name}/grad_norm_orders_fallen"] == pytest.approx(
+            sum(fallen) / 2, rel=1e-4)
+        finding = findings[f"grad_norm_falls_{key}"]
+        assert finding["null"] == 1.0 and finding["expect"] == "above"
+        assert finding["value"] == pytest.approx(sum(fallen) / 2, rel=1e-4)
+    mnist_losses = sorted(client.get_metric_history(children["mnist seed0"].info.run_id,
+                                                    "step_loss"), key=lambda m: m.step)
     assert mnist_losses[0].value == pytest.approx(math.log(10), rel=0.2)  # chance at the start
     assert mnist_losses[-1].value < mnist_losses[0].value
     figures = _figures(client, run_id)
@@ -291,8 +315,17 @@ def test_gradient_norm_logs_every_iteration_of_both_tasks(store: str, mnist_dir:
 
 # --- weight-trajectory ----------------------------------------------------------------------------
 
-TINY_TRAJECTORY = {"events": 3, "epochs": 4, "collect_every": 2, "train_subset": 300,
+TINY_TRAJECTORY = {"seeds": 3, "epochs": 4, "collect_every": 2, "train_subset": 300,
                    "test_subset": 200, "hidden": [8], "batch_size": 50}
+
+
+def test_separation_is_the_mean_ratio_of_final_to_initial_pairwise_distances() -> None:
+    initial = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    assert separation(initial, 3 * initial) == pytest.approx([3.0, 3.0, 3.0])
+    final = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # only the third moved
+    sqrt5, sqrt2 = 5 ** 0.5, 2 ** 0.5
+    assert separation(initial, final) == pytest.approx(
+        [(1 + 1 / 2) / 2, (1 + sqrt2 / sqrt5) / 2, (1 / 2 + sqrt2 / sqrt5) / 2])
 
 
 def test_first_layer_is_the_first_linear_weight_and_bias() -> None:
@@ -306,11 +339,12 @@ def test_weight_trajectory_keeps_snapshots_and_projects_all_points(store: str, m
     parent = client.get_run(run_id)
     assert parent.info.status == "FINISHED"
     children = _children(client, run_id)
-    assert children.keys() == {"event 1", "event 2", "event 3"}
-    initial = {}
-    for name, child in children.items():
-        child_id = child.info.run_id
-        assert child.data.params["seed"] == str(int(name.split()[1]) - 1)
+    assert children.keys() == {"mlp-8 seed0", "mlp-8 seed1", "mlp-8 seed2"}
+    initial, ends = {}, []
+    for seed in (0, 1, 2):
+        name = f"mlp-8 seed{seed}"
+        child_id = children[name].info.run_id
+        assert children[name].data.params["seed"] == str(seed)
         # epoch 0 is the initial weights, evaluated like every other point
         assert [m.step for m in client.get_metric_history(child_id, "test_acc")] == [0, 1, 2, 3, 4]
         files = [f.path for f in client.list_artifacts(child_id, "snapshots")]
@@ -320,8 +354,18 @@ def test_weight_trajectory_keeps_snapshots_and_projects_all_points(store: str, m
         initial[name] = weights["1.weight"]
         last = load_file(client.download_artifacts(child_id, files[-1], str(tmp_path / name)))
         assert not torch.equal(last["1.weight"], weights["1.weight"])  # it trained
-    torch.manual_seed(0)  # event 1 starts from the init of seed 0
-    assert torch.equal(initial["event 1"], mlp(784, [8], 10)[1].weight.detach())
+        ends.append([torch.cat([w[k].flatten() for k in sorted(w)]) for w in (weights, last)])
+    torch.manual_seed(0)  # seed 0 starts from the init of seed 0
+    assert torch.equal(initial["mlp-8 seed0"], mlp(784, [8], 10)[1].weight.detach())
+    findings = findings_json(client, run_id, tmp_path)
+    apart, similar = findings["events_end_apart"], findings["similar_final_accuracy"]
+    assert (apart["null"], apart["expect"]) == (1.0, "above")
+    start, end = (torch.stack([e[k] for e in ends]) for k in (0, 1))
+    assert apart["value"] == pytest.approx(sum(separation(start, end)) / 3, rel=1e-4)
+    accuracies = [children[f"mlp-8 seed{s}"].data.metrics["final_test_acc"] for s in (0, 1, 2)]
+    assert (similar["null"], similar["expect"]) == (0.01, "below")
+    assert similar["value"] == pytest.approx(float(torch.tensor(accuracies).std()), rel=1e-4)
+    assert parent.data.metrics["mean/mlp-8/final_test_acc"] == pytest.approx(sum(accuracies) / 3)
     rows = _csv(client, run_id, "tables/pca_points.csv", tmp_path)
     assert len(rows) == 9  # 3 events × epochs 0, 2, 4
     for view in ("first_layer", "whole_model"):
@@ -340,13 +384,13 @@ def test_weight_trajectory_config_counts_points_and_rejects_too_many() -> None:
 
     from experiments.weight_trajectory.config import Config
 
-    assert Config(**TINY_TRAJECTORY).points == 9  # 3 events × epochs 0, 2, 4
-    assert Config(events=2, epochs=5, collect_every=2).points == 8  # epochs 0, 2, 4, 5
-    assert Config().points == 8 * 9  # the default: epochs 0, 3, …, 24
+    assert Config(**TINY_TRAJECTORY).points == 9  # 3 seeds × epochs 0, 2, 4
+    assert Config(seeds=2, epochs=5, collect_every=2).points == 8  # epochs 0, 2, 4, 5
+    assert Config().seeds == 8 and Config().points == 8 * 9  # the course: 8 events, epochs 0, 3, …, 24
     with pytest.raises(ValidationError, match="collected points"):
-        Config(events=64, epochs=1000, collect_every=1)
+        Config(seeds=16, epochs=1000, collect_every=1)
     with pytest.raises(ValidationError, match="less than or equal to 1000"):
-        Config(events=1, epochs=1001, collect_every=1000)  # few points, yet over the epoch bound
+        Config(seeds=1, epochs=1001, collect_every=1000)  # few points, yet over the epoch bound
     # 72 points of 784-2048-2048-10 (5,824,522 parameters): 419 M weights held
     with pytest.raises(ValidationError, match="419,365,584 weights held"):
         Config(hidden=[2048, 2048])
@@ -364,16 +408,3 @@ def test_gradient_norm_config_bounds_the_recorded_steps(field: str) -> None:
     with pytest.raises(ValidationError, match="less than or equal to 100000"):
         Config(**{field: 100_001})
 
-
-def test_weight_trajectory_one_by_one_matches_the_ensemble(store: str, mnist_dir: Path) -> None:
-    config = {**TINY_TRAJECTORY, "events": 2, "epochs": 2, "collect_every": 1}
-    client = MlflowClient(store)
-    losses_by_mode = []
-    for together in (True, False):
-        run_id = experiments.run("weight-trajectory", {**config, "together": together})
-        children = _children(client, run_id)
-        losses_by_mode.append({name: [m.value for m in sorted(
-            client.get_metric_history(c.info.run_id, "test_loss"), key=lambda m: m.step)]
-            for name, c in children.items()})
-    for name, losses in losses_by_mode[0].items():
-        assert losses == pytest.approx(losses_by_mode[1][name], rel=1e-4)

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from experiments.core.config import (
     ActivationName,
+    Distinct,
     Epochs,
     ExperimentConfig,
     LearningRate,
@@ -29,7 +30,9 @@ class Config(ExperimentConfig):
     """Fit a 1-D target function (sinc, sign, …) on a bounded domain with DNNs of the same
     parameter count but different depths; compare their loss per epoch and their predictions
     against the ground truth. Models are given as hidden widths, or by `param_budget` and
-    `depths` (widths solved within 1% of the budget)."""
+    `depths` (widths solved within 1% of the budget). Each architecture is tuned as the course
+    asks: trained at every rate of `lrs`, `seeds` seeds each (all of one architecture as one
+    ensemble), and compared at its best rate (lowest mean final training MSE over its seeds)."""
 
     target: TargetName = "sinc"
     domain: tuple[Bound, Bound] = (0.0, 1.0)
@@ -43,7 +46,10 @@ class Config(ExperimentConfig):
         default_factory=lambda: [1, 4, 7], min_length=1, max_length=8)
     activation: ActivationName = "relu"
     optimizer: OptimizerName = "adam"
-    lr: LearningRate = 1e-3
+    lrs: Annotated[list[LearningRate], Distinct] = Field(
+        default_factory=lambda: [1e-3, 3e-3, 1e-2], min_length=1, max_length=6,
+        description="the learning-rate grid each architecture is tuned over (half-decade "
+                    "steps around Adam's usual 1e-3)")
     epochs: Epochs = 20_000
     eval_every: int = Field(10, ge=1, le=10_000, description="epochs between loss records")
     converge_tol: float = Field(1e-3, ge=0.0, le=1.0,
@@ -51,7 +57,7 @@ class Config(ExperimentConfig):
     converge_patience: int = Field(100, ge=1, le=100_000,
                                    description="records without improvement before stopping")
 
-    PRESETS: ClassVar = {"quick": {"epochs": 2000, "n_points": 256}}
+    PRESETS: ClassVar = {"quick": {"epochs": 2000, "n_points": 256, "seeds": 2}}
 
     @model_validator(mode="after")
     def _domain_ordered(self) -> Config:
@@ -59,7 +65,12 @@ class Config(ExperimentConfig):
             raise ValueError("domain: the lower bound must be below the upper bound")
         return self
 
-    COST_FIELDS: ClassVar = ("models", "param_budget", "depths", "n_points", "epochs", "seeds")
+    COST_FIELDS: ClassVar = ("models", "param_budget", "depths", "n_points", "epochs", "seeds",
+                             "lrs")
+
+    @property
+    def ensemble(self) -> int:
+        return len(self.lrs)
 
     def trainings(self) -> list[Training]:
         """Each architecture on all `n_points` at once, `epochs` times, its copies together."""

@@ -26,8 +26,9 @@ TITLE = "HW1-2 Optimization: the gradient norm and the loss at every iteration"
 class Config(ExperimentConfig):
     """Record, at every iteration, the 2-norm of the gradient over all parameters (of the
     mini-batch loss that step descends) and that loss, for two trainings: an MLP fitting a 1-D
-    target function, and an MLP on MNIST. One child run per task with the per-step series
-    (logged in batches); one figure per task with both curves over a shared x axis."""
+    target function, and an MLP on MNIST. Each task trains from `seeds` seeds as one ensemble:
+    one child run per task and seed with the per-step series (logged in batches); one figure
+    per task with both curves (mean over the seeds, ±1 std band) over a shared x axis."""
 
     target: TargetName = "sinc"
     n_points: int = Field(1000, ge=8, le=100_000, description="evenly spaced inputs on [0, 1]")
@@ -45,7 +46,7 @@ class Config(ExperimentConfig):
     lr: LearningRate = 1e-3
 
     PRESETS: ClassVar = {"quick": {"function_steps": 500, "mnist_steps": 300,
-                                   "train_subset": 5000, "n_points": 256}}
+                                   "train_subset": 5000, "n_points": 256, "seeds": 2}}
 
     COST_FIELDS: ClassVar = ("function_hidden", "function_steps", "function_batch_size",
                              "n_points", "mnist", "mnist_hidden", "mnist_steps", "batch_size",

@@ -21,7 +21,8 @@ class Config(SupervisedConfig):
     """Train shallow and deep models (CNN or DNN) with about the same number of parameters on
     MNIST or CIFAR-10; compare loss and accuracy per epoch, train and test. Each depth is a
     count of conv layers (CNN, channels from `conv_channels`) or of hidden layers (DNN); the
-    remaining widths are solved so every model has `param_budget` parameters within 1%."""
+    remaining widths are solved so every model has `param_budget` parameters within 1%. Each
+    depth trains from `seeds` seeds (one ensemble per depth)."""
 
     family: Literal["cnn", "mlp"] = "cnn"
     depths: list[Annotated[int, Field(ge=1, le=6)]] = Field(
@@ -31,7 +32,8 @@ class Config(SupervisedConfig):
     param_budget: int = Field(60_000, ge=1_000, le=20_000_000)
     batch_size: BatchSize = 64
 
-    PRESETS: ClassVar = {"quick": {"epochs": 2, "train_subset": 5000, "test_subset": 2000}}
+    PRESETS: ClassVar = {"quick": {"epochs": 2, "train_subset": 5000, "test_subset": 2000,
+                                   "seeds": 2}}
 
     COST_FIELDS: ClassVar = ("param_budget", "depths", "family", "conv_channels", "seeds",
                              "batch_size", "epochs", "dataset", "train_subset")

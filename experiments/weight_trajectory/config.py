@@ -23,46 +23,41 @@ MAX_VALUES = 200_000_000  # points × parameters: 0.8 GB as float32, twice that 
 
 
 class Config(SupervisedConfig):
-    """Train the same MLP on MNIST `events` times from different seeds (the training events,
-    trained together as one vmap ensemble unless `together` is false), keep the weights every
-    `collect_every` epochs (epoch 0 included) as safetensors snapshots, and project them to 2-D
-    with PCA fitted over all collected points, once for the first layer (its weight and bias)
-    and once for the whole model. Two figures, one colour per event, each point annotated with
-    the test accuracy of those weights; a child run per event with its metric history."""
+    """Train the same MLP on MNIST from `seeds` seeds (the training events, trained together as
+    one vmap ensemble), keep the weights every `collect_every` epochs (epoch 0 included) as
+    safetensors snapshots, and project them to 2-D with PCA fitted over all collected points,
+    once for the first layer (its weight and bias) and once for the whole model. Two figures,
+    one colour per event, each point annotated with the test accuracy of those weights; a child
+    run per event with its metric history."""
 
     hidden: list[Width] = hidden_widths([128, 128], "hidden widths of the MLP (course: 784-128-128-10)")
-    events: int = Field(8, ge=1, le=64, description="training events: seeds seed, seed+1, …")
+    seeds: int = Field(8, ge=1, le=16, description="training events (the course trains 8): "
+                                                   "seeds seed, seed+1, …, trained together")
     epochs: int = Field(24, ge=1, le=1000)
     collect_every: int = Field(3, ge=1, le=1000, description="epochs between collected weights")
     batch_size: BatchSize = 100
-    together: bool = Field(True, description="train the events as one vmap ensemble "
-                                             "(false: one after the other, for comparison)")
 
     PRESETS: ClassVar = {"quick": {"epochs": 6, "train_subset": 2000, "test_subset": 1000,
-                                   "hidden": [64, 64]}}
+                                   "hidden": [64, 64], "seeds": 4}}
 
     @property
     def points(self) -> int:
         """Weight vectors collected: per event epoch 0, every `collect_every`-th epoch, the last."""
         per_event = self.epochs // self.collect_every + 1 + (self.epochs % self.collect_every > 0)
-        return self.events * per_event
+        return self.seeds * per_event
 
     @model_validator(mode="after")
     def _points_fit(self) -> Config:
         if self.points > MAX_POINTS:
-            raise ValueError(f"{self.points} collected points (events × collections), at most "
-                             f"{MAX_POINTS}: fewer events or epochs, or a larger collect_every")
+            raise ValueError(f"{self.points} collected points (seeds × collections), at most "
+                             f"{MAX_POINTS}: fewer seeds or epochs, or a larger collect_every")
         held = self.points * mlp_params(INPUT_SIZES[self.dataset], self.hidden, 10)
         if held > MAX_VALUES:
             raise ValueError(f"hidden: {held:,} weights held (points × parameters), at most "
                              f"{MAX_VALUES:,}: narrower layers or fewer points")
         return self
 
-    COST_FIELDS: ClassVar = (*SupervisedConfig.COST_FIELDS, "events", "collect_every")
-
-    @property
-    def ensemble(self) -> int:
-        return self.events
+    COST_FIELDS: ClassVar = (*SupervisedConfig.COST_FIELDS, "collect_every")
 
     def held_bytes(self) -> int:
         """The data, and the collected weights twice (kept, and in the PCA)."""
