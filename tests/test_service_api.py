@@ -115,9 +115,9 @@ BAD_INPUT = [
     ("huge int", "POST", POST, {"epochs": 10**12}, 422, "epochs: Input should be less than or equal"),
     ("huge width", "POST", POST, {"models": [[10**9]]}, 422, "models.0.0: Input should be less"),
     ("too many models", "POST", POST, {"models": [[4]] * 100}, 422, "models: List should have at most"),
-    ("inf", "POST", POST, '{"lr": 1e999}', 422, "lr: Input should be"),
-    ("nan", "POST", POST, '{"lr": NaN}', 422, "lr: Input should be"),
-    ("zero lr", "POST", POST, {"lr": 0}, 422, "lr: Input should be greater than 0"),
+    ("inf", "POST", POST, '{"lrs": [1e999]}', 422, "lrs.0: Input should be"),
+    ("nan", "POST", POST, '{"lrs": [NaN]}', 422, "lrs.0: Input should be"),
+    ("zero lr", "POST", POST, {"lrs": [0]}, 422, "lrs.0: Input should be greater than 0"),
     ("bad domain", "POST", POST, {"domain": [1, 0]}, 422, "lower bound must be below"),
     ("a job too large", "POST", POST, {"models": [[8192] * 16] * 8}, 422,
      "GiB of memory (PHENOLAB_MAX_JOB_MEMORY_GB) and over the limit of 30,000 TFLOPs "

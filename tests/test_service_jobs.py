@@ -26,7 +26,7 @@ def test_submitted_job_runs_in_a_worker_and_lands_in_mlflow(working: Lab) -> Non
     assert job["status"] == "FINISHED", job["error"]
     assert "/slot0/pid" in job["worker"]
     assert job["started"] and job["heartbeat"] and job["ended"] and job["attempt"] == 1
-    assert job["progress"]["total"] == TINY["epochs"] and job["progress"]["variant"] == "1-8-1"
+    assert job["progress"]["total"] == TINY["epochs"] and job["progress"]["variant"] == "1-8-1 lr0.001"
     [child] = job["children"]
     assert child["status"] == "FINISHED" and child["metrics"]["final_running_loss"] > 0
 
