@@ -404,8 +404,10 @@ def cancel(mlflow: MlflowClient, queue: JobQueue, run_id: str) -> dict[str, Any]
 
 def end_children(mlflow: MlflowClient, run: Run, discard: bool = True) -> None:
     """End the child runs of an attempt that will not finish FAILED; discarded (soft delete)
-    when the job runs again, kept when this attempt was its last (how far it got)."""
+    when the job runs again, kept when this attempt was its last (how far it got). A suite's
+    children are experiments' runs: their own children go the same way."""
     for child in children(mlflow, run):
+        end_children(mlflow, child, discard)
         if child.info.status in ACTIVE:
             mlflow.set_terminated(child.info.run_id, "FAILED")
         if discard:
