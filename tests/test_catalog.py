@@ -85,6 +85,7 @@ def _children(client: MlflowClient, parent_id: str) -> list:
     return client.search_runs([parent.info.experiment_id], f"attributes.run_id != '{parent_id}'")
 
 
+@pytest.mark.timeout(1200)  # the first user of the fixture runs the whole catalog
 def test_every_logged_name_is_in_the_glossary(smoke_runs: tuple[MlflowClient, dict[str, str]]) -> None:
     client, runs = smoke_runs
     unknown: dict[str, set[str]] = {}
@@ -104,8 +105,8 @@ def test_every_logged_name_is_in_the_glossary(smoke_runs: tuple[MlflowClient, di
 def _rebuild(client: MlflowClient, run_id: str, tmp: Path) -> torch.nn.Module:
     """A child's saved model, with plain torch and safetensors: the architecture JSON names
     each layer's torch.nn class and its constructor arguments."""
-    (weights,) = [a.path for a in client.list_artifacts(run_id, "weights") if a.path.endswith(".safetensors")]
-    local = Path(client.download_artifacts(run_id, weights, str(tmp)))
+    tmp.mkdir(parents=True, exist_ok=True)
+    (local,) = Path(client.download_artifacts(run_id, "weights", str(tmp))).glob("*.safetensors")
     layers = json.loads(local.with_suffix(".json").read_text())["architecture"]
     model = torch.nn.Sequential(*(getattr(torch.nn, d.pop("type"))(**d) for d in layers))
     model.load_state_dict(load_file(local))
@@ -116,6 +117,7 @@ def _rebuild(client: MlflowClient, run_id: str, tmp: Path) -> torch.nn.Module:
 RECOMPUTED_ELSEWHERE = {"minimal-ratio": "tests/test_optimization.py"}
 
 
+@pytest.mark.timeout(1200)
 def test_a_logged_metric_of_every_experiment_recomputes_from_its_saved_weights(
         smoke_runs: tuple[MlflowClient, dict[str, str]], tmp_path: Path) -> None:
     """One child per experiment: its weights downloaded through MlflowClient, the model
