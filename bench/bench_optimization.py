@@ -1,7 +1,8 @@
 """HW1-2 timings (issue acceptance): (a) `weight-trajectory`'s training events trained as one
 vmap ensemble vs one after the other (`together=false`), same config otherwise — the wall
 seconds of the training itself (the run's `train_seconds`) and of the whole run, and the
-speed-up; (b) `minimal-ratio` at its defaults (100 repetitions), wall seconds of the whole run.
+speed-up; (b) `minimal-ratio` at its defaults (100 repetitions), wall seconds of the whole run
+and its per-method summaries and findings (phase-2 steps, ratios, Spearman with its interval).
 Each run goes to a throw-away MLflow store. CPU seconds and the load average are printed too:
 on a shared machine wall time also measures the neighbours.
 
@@ -55,7 +56,7 @@ def minimal_ratio(args: argparse.Namespace) -> None:
     wall, cpu, metrics = timed("minimal-ratio", {}, args.figures)
     print(f"  100 repetitions: {wall:.1f} s wall, {cpu:.1f} s CPU ({load()})")
     for key in sorted(metrics):
-        if "." in key or key.endswith("_seconds"):
+        if "." in key or key.endswith("_seconds") or key.startswith("finding/"):
             print(f"  {key} = {metrics[key]:.4g}")
 
 

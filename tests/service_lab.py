@@ -18,10 +18,11 @@ import httpx
 import pytest
 
 # Tiny function-fit jobs: one small model, a few epochs — the cost is process and MLflow
-# overhead, not training. LONG never ends by itself (converge_tol=0), it is cancelled or killed.
+# overhead, not training. LONG never ends by itself (converge_tol=0; 100,000 epochs of a 4,353-parameter
+# net on 4,096 points: tens of minutes even on a fast CPU), it is cancelled or killed.
 TINY = {"preset": "quick", "epochs": 20, "n_points": 32, "models": [[8]], "eval_every": 5, "seeds": 1,
         "lrs": [1e-3]}  # one model: one child run
-LONG = {**TINY, "epochs": 100_000, "converge_tol": 0.0}
+LONG = {**TINY, "epochs": 100_000, "converge_tol": 0.0, "n_points": 4096, "models": [[64, 64]]}
 TOKEN = "s3cret-token"
 FAST_LIVENESS = {"PHENOLAB_HEARTBEAT_SECONDS": "0.5", "PHENOLAB_STALE_SECONDS": "4",
                  "PHENOLAB_SWEEP_SECONDS": "1", "PHENOLAB_POLL_SECONDS": "0.2",

@@ -71,15 +71,17 @@ def test_hvp_operator_gives_exact_counted_hessian_products_in_float64() -> None:
     np.testing.assert_array_equal(op.to_vector(op.to_params(v)), v)
 
 
+@pytest.mark.parametrize("top_k", [1, 3], ids=["both-ends-in-one-run", "one-run-per-end"])
 @pytest.mark.parametrize("eigenvalues", [np.linspace(0.1, 2.0, 40), np.linspace(-5.0, 2.0, 40)],
                          ids=["positive-definite", "indefinite"])
-def test_extremes_of_quadratics_are_the_algebraic_ones(eigenvalues: np.ndarray) -> None:
+def test_extremes_of_quadratics_are_the_algebraic_ones(eigenvalues: np.ndarray, top_k: int) -> None:
     loss, params, _ = quadratic(eigenvalues.tolist())
-    result = extreme_eigenvalues(hvp_operator(loss, params), tol=1e-10, top_k=3)
-    assert result.converged
+    op = hvp_operator(loss, params)
+    result = extreme_eigenvalues(op, tol=1e-10, top_k=top_k)
+    assert result.converged and result.matvecs == op.matvecs
     assert result.lambda_max == pytest.approx(eigenvalues.max(), rel=1e-8)
     assert result.lambda_min == pytest.approx(eigenvalues.min(), rel=1e-8)
-    np.testing.assert_allclose(result.top, np.sort(eigenvalues)[::-1][:3], rtol=1e-8)
+    np.testing.assert_allclose(result.top, np.sort(eigenvalues)[::-1][:top_k], rtol=1e-8)
     scale = np.abs(eigenvalues).max()
     assert max(result.top_residuals) < 1e-8 * scale and result.residual_min < 1e-8 * scale
     assert result.residual_max == result.top_residuals[0] and result.tol == 1e-10

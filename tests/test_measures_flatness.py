@@ -56,31 +56,6 @@ def test_jacobian_sensitivity_of_softmax_regression() -> None:
     torch.testing.assert_close(measures.jacobian_sensitivity(model, x, chunk=6), expected)
 
 
-def quadratic(eigenvalues: torch.Tensor):
-    """L(θ) = ½ θᵀAθ with A = Q diag(λ) Qᵀ, split over two tensors to exercise the pytree."""
-    torch.manual_seed(0)
-    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), dtype=torch.float64))
-    a = q @ torch.diag(eigenvalues) @ q.T
-
-    def loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
-        theta = torch.cat([params["w"].flatten(), params["b"]])
-        return 0.5 * theta @ a @ theta
-
-    return a, loss
-
-
-def test_hvp_and_top_eigenvalue_of_a_quadratic() -> None:
-    lams = torch.tensor([5.0, 2.0, 1.0, 0.5, -0.3, 0.1], dtype=torch.float64)
-    a, loss = quadratic(lams)
-    params = {"w": torch.randn(2, 2, dtype=torch.float64), "b": torch.randn(2, dtype=torch.float64)}
-    v = {"w": torch.randn(2, 2, dtype=torch.float64), "b": torch.randn(2, dtype=torch.float64)}
-    hv = measures.hvp(loss, params, v)
-    expected = a @ torch.cat([v["w"].flatten(), v["b"]])
-    torch.testing.assert_close(torch.cat([hv["w"].flatten(), hv["b"]]), expected)
-    top = measures.top_hessian_eigenvalue(loss, params, iters=100, seed=3)
-    assert abs(top.item() - 5.0) < 1e-6
-
-
 def test_epsilon_sharpness_of_a_quadratic_reaches_the_box_corner() -> None:
     a = 4.0
     params = {"w": torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)}

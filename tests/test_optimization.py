@@ -4,6 +4,7 @@ and each experiment end to end on a tiny config, read back from MLflow."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -16,15 +17,20 @@ from safetensors.torch import load_file
 import experiments
 from experiments.core import measures
 from experiments.core.context import RunContext
+from experiments.core.curvature import classify
 from experiments.core.data import Split
 from experiments.core.models import count_params, mlp
 from experiments.core.train import StepRecords, TrainSpec, intra_op_threads, seeded, train
 from experiments.gradient_norm.experiment import orders_fallen
+from experiments.minimal_ratio.config import HANDOVER_EVERY
 from experiments.minimal_ratio.experiment import (
+    HandOver,
     descend,
+    finding,
     levenberg_marquardt,
     minimize_grad_norm,
     newton,
+    rank_correlations,
     residual_functions,
 )
 from experiments.weight_trajectory.experiment import first_layer, separation
@@ -81,7 +87,66 @@ def test_minimal_ratio_is_the_fraction_of_positive_hessian_eigenvalues(diagonal:
                                                                       ratio: float) -> None:
     loss = quadratic(rotated(diagonal), torch.zeros(4, dtype=torch.float64))
     eigs = measures.eigenvalues(measures.hessian(loss, torch.zeros(4, dtype=torch.float64)))
-    assert measures.minimal_ratio(eigs).item() == ratio
+    kinds = classify(eigs)  # no eigenvalue near 0: the strict and the significant ratio agree
+    assert kinds.strict_ratio.item() == kinds.significant_ratio.item() == ratio
+    assert kinds.flat.item() == 0
+
+
+def test_a_flat_direction_counts_in_the_course_ratio_only() -> None:
+    """diag(2, 1, −1, 0) rotated: its computed 0 is ±rounding, so the strict fraction > 0 is 2/4
+    or 3/4 by chance, while 2 of the 3 significant eigenvalues are positive, whatever the sign
+    of the noise."""
+    loss = quadratic(rotated([2.0, 1.0, -1.0, 0.0], seed=4), torch.zeros(4, dtype=torch.float64))
+    eigs = measures.eigenvalues(measures.hessian(loss, torch.zeros(4, dtype=torch.float64)))
+    kinds = classify(eigs)
+    assert (kinds.positive.item(), kinds.negative.item(), kinds.flat.item()) == (2, 1, 1)
+    assert kinds.significant_ratio.item() == 2 / 3
+    assert kinds.strict_ratio.item() == (eigs > 0).double().mean().item()
+
+
+def test_rank_correlations_by_the_closed_form_and_without_all_flat_spectra() -> None:
+    """ρ = 1 − 6Σd²/(n(n² − 1)): 12 ranks swapped in pairs (d² = 1 each) give 1 − 72/1716; a NaN
+    ratio (every eigenvalue flat) is left out, and the 11 others fall monotonically."""
+    loss = torch.logspace(-6, 0, 12, dtype=torch.float64)
+    significant = torch.linspace(1.0, 0.5, 12, dtype=torch.float64)
+    significant[-1] = float("nan")
+    strict = torch.tensor([2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11], dtype=torch.float64) / 12
+    found = {"point_loss": loss, "significant_ratio": significant, "minimal_ratio": strict}
+    correlations = rank_correlations(found, seed=0)
+    assert correlations["spearman_loss_significant_ratio"] == pytest.approx(-1.0)
+    assert correlations["spearman_loss_minimal_ratio"] == pytest.approx(1 - 72 / 1716)
+    low, high = (correlations[f"spearman_loss_minimal_ratio_{end}"] for end in ("low", "high"))
+    assert 0.0 < low <= high <= 1.0
+
+
+def test_the_dauphin_finding_uses_the_points_that_reached_the_threshold_only() -> None:
+    loss = torch.logspace(-6, 0, 12, dtype=torch.float64)
+    ratio = torch.linspace(1.0, 0.5, 12, dtype=torch.float64)  # lower loss, higher ratio
+    everyone = finding("levenberg_marquardt", {"point_loss": loss, "significant_ratio": ratio,
+                                               "reached": torch.ones(12, dtype=torch.float64)}, 0)
+    assert everyone.value == pytest.approx(-1.0) and everyone.verdict == "holds"
+    assert everyone.key == "loss_ratio_levenberg_marquardt" and everyone.expect == "below"
+    reached = torch.zeros(12, dtype=torch.float64)
+    reached[:2] = 1.0
+    two = finding("grad_norm", {"point_loss": loss, "significant_ratio": ratio, "reached": reached}, 0)
+    assert two.verdict == "inconclusive" and "only 2 repetitions" in two.details["reason"]
+
+
+def test_handover_stops_each_model_at_the_first_check_below_its_level() -> None:
+    """Full-batch SGD on a line fit from two seeds: each model leaves at the first multiple of
+    HANDOVER_EVERY steps whose last step's gradient norm (recorded beside) is below the level."""
+    x = torch.linspace(0, 1, 16, dtype=torch.float64).unsqueeze(1)
+    data = Split(x, 2 * x - 1)
+    models = [m.double() for m in seeded(lambda: mlp(1, [], 1), [0, 1], "cpu")]
+    records = StepRecords(["grad_norm"])
+    results = train(models, data, TrainSpec(optimizer="sgd", lr=0.1, epochs=300, loss="mse",
+                                            eval_every=HANDOVER_EVERY),
+                    seeds=[0, 1], hooks=[records, HandOver(0.05)])
+    for result in results:
+        norms = result.steps["grad_norm"]
+        first = next(step for step in range(HANDOVER_EVERY, 301, HANDOVER_EVERY)
+                     if norms[step - 1] < 0.05)
+        assert result.status == "stopped" and result.stop_step == first == len(norms)
 
 
 def test_sampling_minimal_ratio_at_a_minimum_a_maximum_and_a_known_saddle() -> None:
@@ -126,7 +191,8 @@ def test_minimal_ratio_config_rejects_absurd_values() -> None:
     for bad in ({"methods": ["newton", "newton"]}, {"methods": []}, {"repetitions": 0},
                 {"repetitions": 10**6}, {"grad_threshold": 0.0}, {"samples": 1},
                 {"hidden": [6] * 9}, {"hidden": [8192]}, {"hidden": [22, 22], "repetitions": 1000},
-                {"grad_norm_steps": 100_001}):
+                {"grad_norm_steps": 100_001}, {"eigen_tol": 1e-6},
+                {"handover": 1e-3, "grad_threshold": 1e-3}):
         with pytest.raises(ValidationError):
             Config(**bad)
     assert Config(methods=["newton", "levenberg_marquardt"]).methods == ["newton",
@@ -217,31 +283,78 @@ TINY_RATIO = {"repetitions": 4, "epochs": 100, "n_points": 64, "grad_norm_steps"
               "second_order_steps": 10, "samples": 50}
 
 
+def _rebuilt(client: MlflowClient, run_id: str, tmp: Path) -> tuple[dict, dict, torch.nn.Module]:
+    """A method child's stacked points (safetensors) and their description (JSON), and the net
+    rebuilt from it with plain torch, in float64."""
+    local = Path(client.download_artifacts(run_id, "weights", str(tmp)))
+    described = json.loads((local / "points.json").read_text())
+    layers = [dict(d) for d in described["architecture"]]
+    model = torch.nn.Sequential(*(getattr(torch.nn, d.pop("type"))(**d) for d in layers)).double()
+    return load_file(local / "points.safetensors"), described, model
+
+
+def _plain_loss(model: torch.nn.Module, layout: list, x: torch.Tensor, y: torch.Tensor):
+    """θ [P] ↦ mean((f(x; θ) − y)²), θ cut into the parameters in the saved layout."""
+    sizes = [math.prod(shape) for _, shape in layout]
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        params = {name: part.view(shape) for (name, shape), part in zip(layout, theta.split(sizes))}
+        return (torch.func.functional_call(model, params, (x,)) - y).pow(2).mean()
+
+    return loss
+
+
 def test_minimal_ratio_logs_every_repetition_per_method(store: str, tmp_path: Path) -> None:
     run_id = experiments.run("minimal-ratio", TINY_RATIO, preset="quick")
     client = MlflowClient(store)
     parent = client.get_run(run_id)
     assert parent.info.status == "FINISHED"
     assert len(client.get_metric_history(run_id, "phase1_loss")) == 4
+    assert all(m.value % HANDOVER_EVERY == 0 and 0 < m.value <= 100
+               for m in client.get_metric_history(run_id, "phase1_steps"))
+    assert "n = 61" in parent.data.tags["eigen_tolerance_rule"]
     children = _children(client, run_id)
     assert children.keys() == {"grad_norm", "levenberg_marquardt"}
     for method, child in children.items():
         child_id = child.info.run_id
         assert child.data.params["n_params"] == "61"  # 1-6-6-1
-        ratios = client.get_metric_history(child_id, "minimal_ratio")
-        assert sorted(m.step for m in ratios) == [0, 1, 2, 3]
+        rows = _csv(client, child_id, "tables/repetitions.csv", tmp_path / f"{method}-r")
         eig_rows = _csv(client, child_id, "tables/eigenvalues.csv", tmp_path / method)
-        assert len(eig_rows) == 4
-        by_rep = {m.step: m.value for m in ratios}
-        for row in eig_rows:
-            eigs = [float(row[f"eig_{j}"]) for j in range(61)]
-            assert eigs == sorted(eigs)
-            assert by_rep[int(row["repetition"])] == pytest.approx(sum(e > 0 for e in eigs) / 61)
-        reps = _csv(client, child_id, "tables/repetitions.csv", tmp_path / f"{method}-r")
-        assert all(float(r["grad_norm"]) > 0 and 0 <= float(r["sampling_minimal_ratio"]) <= 1
-                   for r in reps)
-        reached = sum(float(r["reached"]) for r in reps)
-        assert parent.data.metrics[f"{method}.n_reached"] == reached
+        assert [int(r["repetition"]) for r in rows] == [int(r["repetition"]) for r in eig_rows]
+        assert [int(r["repetition"]) for r in rows] == [0, 1, 2, 3]
+        history = {key: {m.step: m.value for m in client.get_metric_history(child_id, key)}
+                   for key in ("minimal_ratio", "significant_ratio", "point_loss")}
+        for row, eig_row in zip(rows, eig_rows):
+            eigs = torch.tensor([float(eig_row[f"eig_{j}"]) for j in range(61)], dtype=torch.float64)
+            assert eigs.tolist() == sorted(eigs.tolist())
+            tol = float(row["eigen_tolerance"])
+            assert tol == pytest.approx(100 * 61 * torch.finfo(torch.float64).eps * eigs.abs().max().item())
+            positive, negative = int((eigs > tol).sum()), int((eigs < -tol).sum())
+            assert (float(row["positive_eigenvalues"]), float(row["negative_eigenvalues"]),
+                    float(row["flat_eigenvalues"])) == (positive, negative, 61 - positive - negative)
+            rep = int(row["repetition"])
+            assert history["significant_ratio"][rep] == pytest.approx(positive / (positive + negative))
+            assert history["minimal_ratio"][rep] == pytest.approx(float((eigs > 0).sum()) / 61)
+            assert history["point_loss"][rep] == pytest.approx(float(row["point_loss"]))
+        assert parent.data.metrics[f"{method}.n_reached"] == sum(float(r["reached"]) for r in rows)
+        assert parent.data.tags[f"finding/loss_ratio_{method}"] in {"holds", "does not hold",
+                                                                     "inconclusive"}
+        # every number recomputes from the saved points with plain torch
+        points, described, model = _rebuilt(client, child_id, tmp_path / f"{method}-w")
+        assert points["final"].shape == points["start"].shape == (4, 61)
+        assert described["seeds"] == [int(r["seed"]) for r in rows]
+        loss = _plain_loss(model, described["layout"], points["x"], points["y"])
+        for row, eig_row in zip(rows, eig_rows):
+            rep = int(row["repetition"])
+            final, start = points["final"][rep], points["start"][rep]
+            assert loss(final).item() == pytest.approx(float(row["point_loss"]), rel=1e-10)
+            assert torch.func.grad(loss)(final).norm().item() == pytest.approx(float(row["grad_norm"]),
+                                                                                rel=1e-8)
+            assert (final - start).norm().item() == pytest.approx(float(row["phase2_distance"]), abs=1e-12)
+            assert (final != start).any().item() == (float(row["phase2_steps"]) > 0)
+            exact = torch.linalg.eigvalsh(torch.func.hessian(loss)(final))
+            logged = torch.tensor([float(eig_row[f"eig_{j}"]) for j in range(61)], dtype=torch.float64)
+            torch.testing.assert_close(exact, logged, rtol=0, atol=1e-9 * exact.abs().max().item())
     figures = _figures(client, run_id)
     assert figures.keys() == {"figures/minimal_ratio_vs_loss.png"}
     assert min(figures.values()) > 10_000

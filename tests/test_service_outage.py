@@ -58,6 +58,9 @@ def test_slots_wait_out_a_redis_outage(two_slots: Lab, redis_server: OwnRedis) -
     assert slot_pids(lab) == pids
     job = lab.job(busy)
     assert job["status"] == "RUNNING" and job["attempt"] == 1  # ran on through the outage
+    # the busy slot notices the queue is back at its next heartbeat or poll, not at once
+    lab.until(lambda: all(f"pid{pid}: the queue is back" in lab.output("worker") for pid in pids), 20,
+              "both slots to see the queue back")
     text = lab.output("worker")
     assert "Traceback" not in text
     for pid in pids:  # one line when the queue went, one when it was back

@@ -80,29 +80,6 @@ def normalized(tree: Params) -> Params:
     return {k: v / norm for k, v in tree.items()}
 
 
-def hvp(loss: Callable[[Params], Tensor], params: Params, v: Params) -> Params:
-    """Hessian-vector product H(θ)·v of `loss` at θ = `params`, forward-over-reverse
-    (`jvp` of `grad`): exact, without forming H."""
-    return torch.func.jvp(torch.func.grad(loss), (params,), (v,))[1]
-
-
-def top_hessian_eigenvalue(loss: Callable[[Params], Tensor], params: Params, iters: int = 20,
-                           seed: int = 0) -> Tensor:
-    """Power iteration on Hessian-vector products of `loss` at `params`: the Rayleigh quotient
-    vᵀHv of the last iterate, i.e. the eigenvalue of largest magnitude (the top one at a
-    minimum, where H is nearly positive semi-definite). `iters` Hessian-vector products
-    (at least one); start vector seeded. A 0-d tensor."""
-    params = {k: p.detach() for k, p in params.items()}
-    generator = torch.Generator(device=next(iter(params.values())).device).manual_seed(seed)
-    v = normalized({k: torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
-                    for k, p in params.items()})
-    hv = hvp(loss, params, v)
-    for _ in range(iters - 1):
-        v = normalized(hv)
-        hv = hvp(loss, params, v)
-    return _dot(v, hv)
-
-
 def epsilon_sharpness(loss: Callable[[Params], Tensor], params: Params, eps: float = 1e-3,
                       steps: int = 10) -> Tensor:
     """Keskar et al. (2017): 100·(max_δ L(θ+δ) − L(θ)) / (1 + L(θ)) over the box
@@ -247,7 +224,7 @@ def unit_spread(a: Tensor) -> Tensor:
     return (a.amax(1) - a.amin(1)).mean()
 
 
-# --- Near-zero gradient: Hessian, eigenvalues, minimal ratio (HW1-2) ------------------------
+# --- Near-zero gradient: Hessian, eigenvalues, sampling minimal ratio (HW1-2) ---------------
 
 class FlatLayout:
     """The parameters of a module as one flat vector θ (in `named_parameters` order), and
@@ -304,13 +281,6 @@ def hessian(loss: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
 def eigenvalues(h: Tensor) -> Tensor:
     """Eigenvalues of the symmetric part (H + Hᵀ)/2 of `h` [..., P, P], ascending: [..., P]."""
     return torch.linalg.eigvalsh((h + h.transpose(-1, -2)) / 2)
-
-
-def minimal_ratio(eigs: Tensor, tol: float = 0.0) -> Tensor:
-    """The course's minimal ratio: the fraction of Hessian eigenvalues `eigs` [..., P] that are
-    greater than `tol` (0 = strictly positive): 1 at a strict minimum, 0 at a strict maximum,
-    in between at a saddle. [...]."""
-    return (eigs > tol).float().mean(-1)
 
 
 def sampling_minimal_ratio(loss: Callable[[Tensor], Tensor], theta: Tensor, samples: int = 1000,

@@ -38,6 +38,7 @@ class Task:
     variant: Variant
     data: Split
     spec: TrainSpec
+    evals: dict[str, Split]
 
 
 def recorded_spec(config: Config, loss: str, steps: int, batch: int | None) -> TrainSpec:
@@ -55,7 +56,8 @@ def tasks(config: Config, device: str) -> list[Task]:
                           {"task": config.target, "hidden": config.function_hidden,
                            "batch_size": config.function_batch_size or config.n_points}),
                   fit, recorded_spec(config, "mse", config.function_steps,
-                                     config.function_batch_size))]
+                                     config.function_batch_size),
+                  {"train": fit})]  # the fit's few points: its full-pass loss at each evaluation
     if config.mnist:
         mnist = load_dataset("mnist", device, config.train_subset)
         found.append(Task("mnist", Variant("mnist", lambda: classifier(mnist, config.mnist_hidden),
@@ -63,7 +65,7 @@ def tasks(config: Config, device: str) -> list[Task]:
                                                          "hidden": config.mnist_hidden,
                                                          "batch_size": config.batch_size}),
                           mnist.train, recorded_spec(config, "cross_entropy", config.mnist_steps,
-                                                     config.batch_size)))
+                                                     config.batch_size), {}))
     return found
 
 
@@ -98,7 +100,8 @@ def seed_mean(curves: list[list[float]]) -> tuple[list[float], list[float]]:
 def run_task(config: Config, tracker: Tracker, ctx: RunContext,
              task: Task) -> tuple[list[Outcome], Finding]:
     """Train one task from `seeds` seeds, log its figure; its outcomes and its finding."""
-    outcomes = run_variants(tracker, ctx, [task.variant], task.data, task.spec, seeds=config.seeds,
+    outcomes = run_variants(tracker, ctx, [task.variant], task.data, task.spec, evals=task.evals,
+                            seeds=config.seeds,
                             hooks=lambda group: [StepRecords(("step_loss", "grad_norm"))])
     losses, norms = zip(*(log_steps(o) for o in outcomes))
     kind = "MSE" if task.spec.loss == "mse" else "cross-entropy"
