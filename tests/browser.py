@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,14 +75,16 @@ def open_page(path: Path, screenshot: bool = False, timeout: float = 60) -> Page
     binary = chromium()
     if binary is None:
         raise RuntimeError(why_not[-1])
-    with tempfile.TemporaryDirectory() as profile:
+    # its helper processes (renderer, crash handler) may still write to the profile as it goes
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
         try:
             port = _devtools_port(Path(profile), proc, timeout)
             return asyncio.run(asyncio.wait_for(_read(port, path, screenshot), timeout))
         finally:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # chromium and every helper it started
             proc.wait()
 
 

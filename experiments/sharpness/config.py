@@ -48,7 +48,7 @@ class Config(BatchSizeStudy):
         "Gaussian width of each SLQ node in the density figure, as a fraction of the span of "
         "that model's nodes (≈ λ_max − λ_min)"))
 
-    PRESETS: ClassVar = {"quick": {"seeds": 1, "epochs": 1, "train_subset": 2000, "test_subset": 1000,
+    PRESETS: ClassVar = {"quick": {"seeds": 2, "epochs": 1, "train_subset": 2000, "test_subset": 1000,
                                    "measure_subset": 500, "batch_sizes": [16, 64, 256, 1024, 2000],
                                    "ascent_steps": 3, "profile_steps": 5, "trace_probes": 10,
                                    "density_probes": 1, "density_steps": 30}}
