@@ -449,17 +449,18 @@ def last_sign_of_life(run: Run) -> float:
 
 
 def sweep(mlflow: MlflowClient, queue: JobQueue, settings: Settings) -> dict[str, int]:
-    """Recover lost jobs: RUNNING with a stale heartbeat → re-queued once, then FAILED with the
-    reason; SCHEDULED for long (`settle`) → enqueued again when it is unclaimed and missing
-    from the queue (lost between create and enqueue). Run by the API, one process, so two
-    sweeps never race. Oldest first: lost jobs are old ones, and more than 1,000 may be
-    queued behind them."""
+    """Recover lost jobs: RUNNING with a stale heartbeat and no report from its slot to the
+    queue either → re-queued once, then FAILED with the reason; SCHEDULED for long (`settle`)
+    → enqueued again when it is unclaimed and missing from the queue (lost between create and
+    enqueue). Run by the API, one process, so two sweeps never race. Oldest first: lost jobs
+    are old ones, and more than 1,000 may be queued behind them."""
     now = time.time()
     counts = {"requeued": 0, "failed": 0, "enqueued": 0, "killed": 0}
     running, _ = search(mlflow, status="RUNNING", limit=1000, oldest_first=True)
+    reporting = slots_reporting(queue, settings.stale_seconds) if running else {}
     for run in running:
         idle = now - last_sign_of_life(run)
-        if idle > settings.stale_seconds:
+        if idle > settings.stale_seconds and reporting.get(run.info.run_id) != run.data.tags.get(WORKER):
             reason = (f"worker {run.data.tags.get(WORKER, '?')} lost: no heartbeat for "
                       f"{idle:.0f} s")
             status = requeue(mlflow, queue, run, reason, settings.max_attempts)
@@ -472,6 +473,16 @@ def sweep(mlflow: MlflowClient, queue: JobQueue, settings: Settings) -> dict[str
             if outcome := settle(mlflow, queue, run, queued, settings):
                 counts[outcome] += 1
     return counts
+
+
+def slots_reporting(queue: JobQueue, within: float) -> dict[str, str]:
+    """job id → the slot that reported running it to the queue in the last `within` seconds:
+    a slot alive whose heartbeats to the store fail (or lag) must not see its job re-queued
+    and run a second time elsewhere. Empty when the queue cannot be asked."""
+    try:
+        return {info["job"]: info["id"] for info in queue.workers(within) if info.get("job")}
+    except QueueUnavailable:
+        return {}
 
 
 def settle(mlflow: MlflowClient, queue: JobQueue, run: Run, queued: set[str],

@@ -137,9 +137,11 @@ class Slot:
         self.queue_down = False
         return result
 
-    def report(self, job: str | None) -> None:
-        """Tell /healthz this slot is alive (and which job it runs)."""
+    def report(self, job: str | None) -> bool:
+        """Tell /healthz (and the sweep) this slot is alive and which job it runs; whether the
+        queue took it."""
         self.reach(functools.partial(self.queue.seen, self.id, {"gpu": self.gpu, "job": job}))
+        return not self.queue_down
 
     def took_job(self) -> None:
         """Tell the supervisor, once, that this slot started fine and took a job: its death
@@ -150,17 +152,30 @@ class Slot:
             self.report_fd = None
 
 
+ABANDONED_EXIT = 75  # a slot that gave up a job another slot may now run: its supervisor restarts it
+
+
 class Heartbeat(threading.Thread):
     """Writes heartbeat + progress tags every PHENOLAB_HEARTBEAT_SECONDS and reads the cancel
-    request, on its own MLflow client, while the experiment trains."""
+    request, on its own MLflow client, while the experiment trains.
 
-    def __init__(self, run_id: str, slot: Slot) -> None:
+    It is also the slot's fence against running a job twice. Each beat reads the job first: if
+    its attempt or worker is no longer this one (the sweep re-queued it while this slot was cut
+    off, and another slot took it), the slot exits at once, before it writes anything more to
+    a run that is no longer its own. And a slot whose signs of life (heartbeat to the store,
+    report to the queue) have all failed for `stale - heartbeat` seconds exits too: the sweep
+    re-queues a job after `stale` seconds without either, so the slot is gone before another
+    can take it, and cannot write into that job when its link comes back."""
+
+    def __init__(self, run_id: str, slot: Slot, attempt: int = 1) -> None:
         super().__init__(name=f"heartbeat-{run_id}", daemon=True)
-        self.run_id, self.slot = run_id, slot
+        self.run_id, self.slot, self.attempt = run_id, slot, attempt
         self.mlflow = client(slot.settings.tracking_uri)
         self.latest: Any = None
         self.cancel_requested = threading.Event()
         self.done = threading.Event()
+        self.alive = time.time()  # the last sign of life that reached the store or the queue
+        self.fence_seconds = slot.settings.stale_seconds - slot.settings.heartbeat_seconds
 
     def on_progress(self, progress: Any) -> None:
         self.latest = progress
@@ -169,21 +184,46 @@ class Heartbeat(threading.Thread):
         return self.cancel_requested.is_set() or self.slot.stop.is_set()
 
     def run(self) -> None:
+        threading.Thread(target=self.watch, name=f"fence-{self.run_id}", daemon=True).start()
         while not self.done.wait(self.slot.settings.heartbeat_seconds):
             self.beat()
 
+    def watch(self) -> None:
+        """The fence, on a thread of its own: a beat (or the job's own logging) may hang in
+        the store's retries for minutes while the link is down, and be let through when it
+        comes back."""
+        while not self.done.wait(self.slot.settings.heartbeat_seconds / 2):
+            if (idle := time.time() - self.alive) > self.fence_seconds:
+                self.abandon(f"no sign of life reached the store or the queue for {idle:.1f} s, "
+                             "so the sweep may re-queue the job")
+
     def beat(self) -> None:
-        tags = [RunTag(jobs.HEARTBEAT, str(time.time()))]
+        now = time.time()
+        tags = [RunTag(jobs.HEARTBEAT, str(now))]
         if (p := self.latest) is not None:
             tags.append(RunTag(jobs.PROGRESS, json.dumps({
                 **asdict(p), "info": jobs.finite(p.info), "fraction": round(p.fraction, 4)})))
+        if self.slot.report(self.run_id):  # first: the cheap sign of life, the sweep reads it too
+            self.alive = now
         try:
-            self.mlflow.log_batch(self.run_id, tags=tags)
-            if jobs.CANCEL in self.mlflow.get_run(self.run_id).data.tags:
+            current = self.mlflow.get_run(self.run_id).data.tags
+            if (current.get(jobs.ATTEMPT, "1"), current.get(jobs.WORKER)) != (str(self.attempt),
+                                                                              self.slot.id):
+                self.abandon(f"superseded by attempt {current.get(jobs.ATTEMPT)} on worker "
+                             f"{current.get(jobs.WORKER)}")
+            if jobs.CANCEL in current:
                 self.cancel_requested.set()
+            self.mlflow.log_batch(self.run_id, tags=tags)
+            self.alive = now
         except Exception as error:  # a store hiccup must not kill the job; the next beat retries
             log.warning("heartbeat of %s failed: %s", self.run_id, error)
-        self.slot.report(self.run_id)
+
+    def abandon(self, why: str) -> None:
+        """Exit the slot's process now, writing nothing more: its job may be another slot's."""
+        log.error("worker %s abandons job %s attempt %d: %s", self.slot.id, self.run_id,
+                  self.attempt, why)
+        logging.shutdown()
+        os._exit(ABANDONED_EXIT)
 
     def stop(self) -> None:
         self.done.set()
@@ -229,7 +269,7 @@ def run_job(slot: Slot, run_id: str, attempt: int) -> None:
         return
     jobs.start(mlflow, run_id, slot.id)
     log.info("job %s (%s, attempt %d) started", run_id, name, attempt)
-    beat = Heartbeat(run_id, slot)
+    beat = Heartbeat(run_id, slot, attempt)
     ctx = RunContext(on_progress=beat.on_progress, cancelled=beat.cancelled)
     beat.start()
     interrupted = False

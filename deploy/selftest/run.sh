@@ -131,10 +131,12 @@ if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   log "$BASE_IMAGE already present"
 else
   if ! docker image inspect "$MINBASE_IMAGE" >/dev/null 2>&1; then
-    # The first Debian mirror of the machine's apt sources.
-    mirror=$(grep -hoE '^(URIs:|deb) +[^ ]+' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
-      | awk '{print $2}' | grep -vE 'security|\[' | grep -m1 -i debian || true)
-    mirror=${mirror:-http://deb.debian.org/debian}
+    # The first Debian mirror of the machine's apt sources (deb822 `URIs:` lines and one-line
+    # `deb [options] URI suite` lines); no built-in fallback: a machine without one says so.
+    mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+      | sed -E 's/\[[^]]*\]//' | awk '$1 == "URIs:" || $1 == "deb" {print $2}' \
+      | grep -viE 'security' | grep -m1 -i debian || true)
+    [ -n "$mirror" ] || die "no Debian mirror in the machine's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/*.list, *.sources): add a 'deb <mirror> bookworm main' line or a deb822 'URIs:' entry"
     log "debootstrap --variant=minbase bookworm from $mirror"
     rm -rf "$WORK/rootfs"
     debootstrap --variant=minbase bookworm "$WORK/rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
