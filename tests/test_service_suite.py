@@ -73,7 +73,9 @@ def test_a_suite_job_runs_each_experiment_nested(lab: Lab, suite_job: dict) -> N
     assert suite.data.tags["phenolab.failed_experiments"] == "function-fit"
     nested = report.runs_under(mlflow, suite)
     assert all(report.runs_under(mlflow, n) for n in nested if n.info.status == "FINISHED")
-    assert report.stored(mlflow, suite_job["id"]) is not None  # logged by the worker
+    # logged by the worker as the job ends: it may land just after the FINISHED status is read
+    lab.until(lambda: report.stored(mlflow, suite_job["id"]) is not None, 30,
+              "the worker to log the suite's report")
 
 
 def test_the_report_is_served_under_the_token_rules(lab: Lab, suite_job: dict) -> None:
