@@ -141,7 +141,7 @@ def test_handover_stops_each_model_at_the_first_check_below_its_level() -> None:
     records = StepRecords(["grad_norm"])
     results = train(models, data, TrainSpec(optimizer="sgd", lr=0.1, epochs=300, loss="mse",
                                             eval_every=HANDOVER_EVERY),
-                    seeds=[0, 1], hooks=[records, HandOver(0.05, 300)])
+                    seeds=[0, 1], hooks=[records, HandOver(0.05)])
     for result in results:
         norms = result.steps["grad_norm"]
         first = next(step for step in range(HANDOVER_EVERY, 301, HANDOVER_EVERY)

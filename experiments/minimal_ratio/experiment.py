@@ -44,7 +44,6 @@ from experiments.core.models import architecture, count_params, mlp
 from experiments.core.train import (
     EvalEvent,
     Hook,
-    ModelStack,
     Status,
     TrainSpec,
     grad_norms,
@@ -197,31 +196,23 @@ class HandOver(Hook):
     its last step — the full-batch training loss, at the weights before that step — is below
     `level`."""
 
-    def __init__(self, level: float, final: int) -> None:
-        self.level, self.final = level, final  # `final`: the last step, checked too
-        self.last: Tensor | None = None
-
-    def after_step(self, step: int, losses: Tensor, stack: ModelStack) -> None:
-        if step % HANDOVER_EVERY == 0 or step == self.final:  # the steps the checks read
-            self.last = grad_norms(stack.params)
+    def __init__(self, level: float) -> None:
+        self.level = level
 
     def on_eval(self, event: EvalEvent) -> dict[int, Status]:
-        norms = self.last.tolist() if self.last is not None else []
+        norms = grad_norms(event.stack.params).tolist()  # the gradient the last step took
         return {model: "stopped" for model, norm in zip(event.active, norms) if norm < self.level}
-
-    def keep(self, rows: Tensor) -> None:
-        self.last = self.last[rows]
 
 
 def phase_one(config: Config, data: Split, seeds: list[int],
               ctx: RunContext) -> tuple[nn.Module, Tensor, Tensor]:
-    """Train one float64 MLP per seed on the full-batch loss until `HandOver(config.handover, config.epochs)`
+    """Train one float64 MLP per seed on the full-batch loss until `HandOver(config.handover)`
     stops it or `epochs` run out: (one of the models, as the architecture; every model's
     flat parameters [R, P]; the steps each took [R])."""
     models = [m.double() for m in seeded(lambda: mlp(1, config.hidden, 1, config.activation),
                                          seeds, ctx.device)]
     results = train(models, data, TrainSpec.of(config, loss="mse", eval_every=HANDOVER_EVERY),
-                    seeds=seeds, ctx=ctx, hooks=[HandOver(config.handover, config.epochs)])
+                    seeds=seeds, ctx=ctx, hooks=[HandOver(config.handover)])
     theta = FlatLayout(models[0]).flatten(stack_module_state(models)[0]).detach()
     steps = torch.tensor([float(r.stop_step or 0) for r in results], dtype=torch.float64)
     return models[0], theta, steps
